@@ -1,0 +1,3 @@
+from twostream.cli import main
+
+main()

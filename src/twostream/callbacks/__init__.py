@@ -1,0 +1,4 @@
+"""Lightning callbacks: they decide *when* state changes and what a run writes out."""
+from twostream.callbacks.run_summary import RunSummary
+
+__all__ = ["RunSummary"]

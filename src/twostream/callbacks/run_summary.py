@@ -1,0 +1,57 @@
+"""Write what a finished run measured where people look for it: a table on stdout, metrics.json."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import lightning as L
+
+RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+
+
+def run_dir(trainer: L.Trainer) -> str:
+    """The logger's versioned directory (runs/<name>/<version>), or the trainer's root dir."""
+    return trainer.logger.log_dir if trainer.logger is not None else trainer.default_root_dir
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    head = "| " + " | ".join(k for k in RECALL_KEYS if k in metrics) + " |"
+    rule = "|" + "|".join("---:" for k in RECALL_KEYS if k in metrics) + "|"
+    row = "| " + " | ".join(f"{metrics[k]:.2f}" for k in RECALL_KEYS if k in metrics) + " |"
+    return "\n".join([head, rule, row])
+
+
+class RunSummary(L.Callback):
+    """After testing: print the recall table and write ``metrics.json`` (percent) into the run dir.
+
+    ``metrics.json`` holds the test recalls under plain keys (``i2t_r1`` ... ``rsum``), the median
+    and mean ranks, and ``fit_wall_s`` (seconds of the preceding fit in this process, if any).
+    """
+
+    def __init__(self, filename: str = "metrics.json"):
+        self.filename = filename
+        self._fit_start: float | None = None
+        self.fit_wall_s: float | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._fit_start is not None:
+            self.fit_wall_s = time.perf_counter() - self._fit_start
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith("test/")}
+        if self.fit_wall_s is not None:
+            metrics["fit_wall_s"] = round(self.fit_wall_s, 1)
+        out_dir = run_dir(trainer)
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, self.filename)
+        with open(path, "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        print("\nTest retrieval (percent):\n" + format_table(metrics))
+        print(f"run directory: {out_dir}\n")

@@ -1,0 +1,42 @@
+"""``twostream fit|validate|test --config ...``: LightningCLI, so YAML keys are constructor arguments.
+
+After ``fit`` the test split is evaluated with the trained weights (``--test_after_fit false`` to
+skip), so one command trains, evaluates and writes metrics.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download implicitly (explicit local paths always work)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import lightning as L  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
+
+# Imported so configs may name these classes by their short name (``class_path: InBatchContrastive``).
+import twostream.callbacks  # noqa: E402,F401
+import twostream.data  # noqa: E402,F401
+import twostream.encoder  # noqa: E402,F401
+import twostream.objectives  # noqa: E402,F401
+import twostream.towers  # noqa: E402,F401
+
+
+class TwoStreamCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="evaluate the test split with the final weights after fit")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def main(args: list[str] | None = None) -> TwoStreamCLI:
+    return TwoStreamCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
+                        subclass_mode_data=True, args=args, save_config_kwargs={"overwrite": True},
+                        auto_configure_optimizers=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

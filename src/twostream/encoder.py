@@ -1,0 +1,189 @@
+"""TwoStreamEncoder: two towers, a shared embedding space, and a list of objectives.
+
+The module wires plain ``nn.Module``s (towers, heads, state) to optimisation and logging; it holds
+no objective-specific logic. Which objectives run is configuration: adding one is a new head file
+plus a YAML entry, never a change here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twostream.errors import ConfigError
+from twostream.metrics import RetrievalRecall
+from twostream.objectives.base import LossHead
+from twostream.objectives.in_batch_contrastive import InBatchContrastive
+from twostream.towers.base import TowerOutput
+
+
+@dataclass
+class EncoderOutput:
+    """What heads read. Embeddings are L2-normalised; ``None`` where the batch lacks that modality."""
+
+    image_emb: torch.Tensor | None
+    text_emb: torch.Tensor | None
+    image: TowerOutput | None
+    text: TowerOutput | None
+    temperature: torch.Tensor
+
+
+def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    if kind == "none":
+        if in_dim != out_dim:
+            raise ConfigError(f"projection: 'none' needs the {which} tower's output_dim ({in_dim}) == embed_dim ({out_dim})")
+        return nn.Identity()
+    raise ConfigError(f"projection: {kind!r}; valid: 'linear', 'none'")
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from 0, then cosine decay to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TwoStreamEncoder(L.LightningModule):
+    """Dual encoder trained by a weighted sum of objectives, evaluated by exact recall@K.
+
+    Args:
+        vision / text: towers (``twostream.towers``); the text tower also tokenizes, so every
+            caption, synthetic or real, goes through the tokenizer that matches the model.
+        heads: objectives; default a single :class:`InBatchContrastive`.
+        embed_dim: shared embedding size; ``projection`` maps each tower's pooled output to it.
+        temperature: initial softmax temperature, learnable unless ``learn_temperature=False``,
+            clamped to ``>= min_temperature`` after each optimizer step (CLIP's 100 logit-scale cap).
+        lr, weight_decay, betas, eps: AdamW; no decay on biases, norms, embeddings, temperature.
+        warmup_steps, min_lr_ratio: linear warm-up then cosine decay over the run's optimizer steps.
+    """
+
+    def __init__(self, vision: nn.Module, text: nn.Module, heads: list[LossHead] | None = None,
+                 embed_dim: int = 256, projection: Literal["linear", "none"] = "linear",
+                 temperature: float = 0.07, learn_temperature: bool = True, min_temperature: float = 0.01,
+                 lr: float = 5e-4, weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98),
+                 eps: float = 1e-6, warmup_steps: int = 100, min_lr_ratio: float = 0.0,
+                 recall_ks: tuple[int, ...] = (1, 5, 10)):
+        super().__init__()
+        self.save_hyperparameters(ignore=["vision", "text", "heads"])
+        self.vision, self.text = vision, text
+        self.image_proj = _projection(projection, vision.output_dim, embed_dim, "vision")
+        self.text_proj = _projection(projection, text.output_dim, embed_dim, "text")
+        log_t = torch.tensor(math.log(temperature))
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+        self.heads = nn.ModuleList(heads if heads is not None else [InBatchContrastive()])
+        names = [h.name for h in self.heads]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"heads: names must be unique, got {names}; set `name:` on duplicates")
+        self.state = nn.ModuleDict()
+        for head in self.heads:
+            head.attach(self, self.state)
+        self.val_recall = RetrievalRecall(ks=tuple(recall_ks))
+        self.test_recall = RetrievalRecall(ks=tuple(recall_ks))
+
+    # ---------------------------------------------------------------- encoding
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, TowerOutput]:
+        out = self.vision(images)
+        return F.normalize(self.image_proj(out.pooled), dim=-1), out
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        out = self.text(input_ids, attention_mask)
+        return F.normalize(self.text_proj(out.pooled), dim=-1), out
+
+    def forward(self, batch: dict) -> EncoderOutput:
+        image_emb = text_emb = image_out = text_out = None
+        if "image" in batch:
+            image_emb, image_out = self.encode_image(batch["image"])
+        if "input_ids" in batch:
+            text_emb, text_out = self.encode_text(batch["input_ids"], batch.get("attention_mask"))
+        return EncoderOutput(image_emb, text_emb, image_out, text_out, self.temperature)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Tokenize captions with the text tower's own tokenizer (before the batch moves to device)."""
+        if "caption" in batch and "input_ids" not in batch:
+            batch.update(self.text.tokenize(list(batch["caption"])))
+        return batch
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        total, logs = self.objective(out, batch)
+        bs = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=False)
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        self.log("train/temperature", self.temperature.detach(), batch_size=bs)
+        return total
+
+    def objective(self, out: EncoderOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted sum of every head's ``*_loss`` entries, plus everything the heads report."""
+        total = out.image_emb.new_zeros(())
+        logs: dict[str, torch.Tensor] = {}
+        for head in self.heads:
+            for key, value in head(out, batch, self.state).items():
+                logs[key] = value.detach()
+                if key.endswith("_loss"):
+                    total = total + head.weight * value
+        return total, logs
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if isinstance(self.log_temperature, nn.Parameter):
+            with torch.no_grad():
+                self.log_temperature.clamp_(min=math.log(self.hparams.min_temperature))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            flat = p.ndim < 2 or "embedding" in name or name.endswith("log_temperature")
+            (no_decay if flat else decay).append(p)
+        hp = self.hparams
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------- evaluation
+    def _eval_step(self, metric: RetrievalRecall, batch: dict) -> None:
+        out = self(batch)
+        if out.text_emb is not None:
+            metric.update(text_emb=out.text_emb, text_index=batch["text_index"],
+                          text_image_index=batch["image_index"])
+        elif out.image_emb is not None:
+            metric.update(image_emb=out.image_emb, image_index=batch["image_index"])
+
+    def _eval_end(self, metric: RetrievalRecall, stage: str) -> None:
+        results = metric.compute()
+        metric.reset()
+        self.log_dict({f"{stage}/{k}": v for k, v in results.items()}, sync_dist=False)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(self.val_recall, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_recall.update_count:
+            self._eval_end(self.val_recall, "val")
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(self.test_recall, batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end(self.test_recall, "test")

@@ -1,0 +1,38 @@
+"""The contract every objective (loss head) follows.
+
+A head is a plain ``nn.Module``: ``forward(outputs, batch, state)`` reads the encoder outputs, the
+batch and the shared state modules (momentum towers, queues ...; an ``nn.ModuleDict`` owned by the
+encoder, so it is checkpointed and moved with the model) and returns a dict. Keys ending in
+``_loss`` are summed, times ``weight``, into the training loss; every key is logged. Heads never
+update state in ``forward``: the callbacks do that once per optimizer step.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from twostream.encoder import EncoderOutput
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class LossHead(nn.Module):
+    """Base class of all objectives; ``name`` prefixes its logged keys (default: the class name in snake_case)."""
+
+    def __init__(self, weight: float = 1.0, name: str | None = None):
+        super().__init__()
+        self.weight = float(weight)
+        self.name = name or snake_case(type(self).__name__)
+
+    def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
+        """Called once by the encoder after it is built. Heads that need state (e.g. momentum copies of
+        the towers, queues) create it here and register it in ``state`` under a documented key."""
+
+    def forward(self, outputs: "EncoderOutput", batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

@@ -1,0 +1,112 @@
+"""open_clip vision and text towers, built separately so each stream is configured on its own.
+
+A tower is either a built-in open_clip model name (``ViT-B-16``...) whose config open_clip ships,
+an inline config dict (fields of open_clip's ``CLIPVisionCfg`` / ``CLIPTextCfg``), or both (the
+dict overrides the named config). Weights: ``pretrained`` is an open_clip tag (looked up in local
+caches only) or a local file; default random init.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from twostream.errors import ConfigError
+from twostream.towers.base import TowerOutput
+from twostream.towers.weights import load_prefixed, load_state_dict, resolve_open_clip_weights
+
+
+def _tower_config(model_name: str | None, config: dict[str, Any] | None, part: str,
+                  embed_dim: int | None) -> tuple[dict[str, Any], int, bool]:
+    """Merge a named open_clip config with inline overrides; return (cfg, embed_dim, quick_gelu)."""
+    import open_clip
+
+    base: dict[str, Any] = {}
+    quick_gelu = False
+    if model_name is not None:
+        full = open_clip.get_model_config(model_name)
+        if full is None:
+            raise ConfigError(f"model_name: {model_name!r} is not an open_clip model; "
+                              f"valid names: {', '.join(open_clip.list_models())}")
+        base = dict(full[part])
+        embed_dim = embed_dim or full["embed_dim"]
+        quick_gelu = bool(full.get("quick_gelu", False))
+    elif not config:
+        raise ConfigError(f"{part}: give `model_name` (an open_clip model) or an inline `config` dict")
+    base.update(config or {})
+    if embed_dim is None:
+        raise ConfigError(f"{part}: `embed_dim` is required with an inline config")
+    return base, int(embed_dim), quick_gelu
+
+
+def _build(kind: str, embed_dim: int, cfg: dict[str, Any], quick_gelu: bool) -> nn.Module:
+    from open_clip import model as oc
+
+    cls = oc.CLIPVisionCfg if kind == "vision" else oc.CLIPTextCfg
+    valid = set(cls.__dataclass_fields__)
+    unknown = sorted(set(cfg) - valid)
+    if unknown:
+        raise ConfigError(f"{kind} config: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+    cfg = {**cfg, "output_tokens": True}
+    build = oc._build_vision_tower if kind == "vision" else oc._build_text_tower
+    return build(embed_dim, cls(**cfg), quick_gelu=quick_gelu)
+
+
+class OpenCLIPVisionTower(nn.Module):
+    """open_clip image encoder; exposes its patch grid so visual tokenizers can be checked against it."""
+
+    def __init__(self, model_name: str | None = None, config: dict[str, Any] | None = None,
+                 embed_dim: int | None = None, pretrained: str | None = None):
+        super().__init__()
+        cfg, self.output_dim, quick_gelu = _tower_config(model_name, config, "vision_cfg", embed_dim)
+        self.net = _build("vision", self.output_dim, cfg, quick_gelu)
+        size = cfg.get("image_size", 224)
+        self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        self.grid_size = tuple(getattr(self.net, "grid_size", ()))
+        if pretrained:
+            state = load_state_dict(resolve_open_clip_weights(model_name, pretrained))
+            load_prefixed(self.net, state, lambda k: k.startswith("visual."), strip="visual.")
+
+    def forward(self, images: torch.Tensor) -> TowerOutput:
+        if tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"vision tower expects {self.image_size} images, got {tuple(images.shape[-2:])}: "
+                             f"set the datamodule's image_size to match the tower config")
+        pooled, tokens = self.net(images)
+        return TowerOutput(pooled=pooled, tokens=tokens)
+
+
+_TEXT_SKIP = ("visual.", "logit_scale", "logit_bias")
+
+
+class OpenCLIPTextTower(nn.Module):
+    """open_clip text transformer plus its tokenizer (BPE vocabulary ships in the wheel: offline)."""
+
+    def __init__(self, model_name: str | None = None, config: dict[str, Any] | None = None,
+                 embed_dim: int | None = None, pretrained: str | None = None):
+        super().__init__()
+        import open_clip
+
+        cfg, self.output_dim, quick_gelu = _tower_config(model_name, config, "text_cfg", embed_dim)
+        self.net = _build("text", self.output_dim, cfg, quick_gelu)
+        self.context_length = int(cfg.get("context_length", 77))
+        self.pad_id = int(cfg.get("pad_id", 0))
+        if model_name is not None:
+            self.tokenizer = open_clip.get_tokenizer(model_name, context_length=self.context_length)
+        else:
+            self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+        if pretrained:
+            state = load_state_dict(resolve_open_clip_weights(model_name, pretrained))
+            if any(k.startswith("text.") for k in state):
+                load_prefixed(self.net, state, lambda k: k.startswith("text."), strip="text.")
+            else:
+                load_prefixed(self.net, state, lambda k: not k.startswith(_TEXT_SKIP))
+
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        ids = self.tokenizer(captions)
+        return {"input_ids": ids, "attention_mask": ids != self.pad_id}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TowerOutput:
+        pooled, tokens = self.net(input_ids)
+        mask = attention_mask if attention_mask is not None else input_ids != self.pad_id
+        return TowerOutput(pooled=pooled, tokens=tokens, mask=mask.bool())
