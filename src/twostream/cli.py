@@ -6,20 +6,24 @@ skip), so one command trains, evaluates and writes metrics.json.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download implicitly (explicit local paths always work)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import warnings  # noqa: E402
+
 import lightning as L  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
+# Tokenizing in the model's on_before_batch_transfer is deliberate (see TwoStreamEncoder).
+warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
 # Imported so configs may name these classes by their short name (``class_path: InBatchContrastive``).
 import twostream.callbacks  # noqa: E402,F401
 import twostream.data  # noqa: E402,F401
 import twostream.encoder  # noqa: E402,F401
 import twostream.objectives  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
+from twostream.config_hints import HintingArgumentParser  # noqa: E402
 
 
 class TwoStreamCLI(LightningCLI):
@@ -29,14 +33,20 @@ class TwoStreamCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
-            self.trainer.test(self.model, datamodule=self.datamodule)
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
 
 
-def main(args: list[str] | None = None) -> TwoStreamCLI:
+def run(args: list[str] | None = None) -> TwoStreamCLI:
+    """Parse ``args`` (default: sys.argv), run the subcommand, return the CLI (trainer, model, config)."""
     return TwoStreamCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-                        subclass_mode_data=True, args=args, save_config_kwargs={"overwrite": True},
+                        subclass_mode_data=True, args=args, parser_class=HintingArgumentParser, save_config_kwargs={"overwrite": True},
                         auto_configure_optimizers=False)
 
 
+def main() -> None:
+    """Console-script entry point."""
+    run()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

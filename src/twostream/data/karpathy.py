@@ -1,0 +1,158 @@
+"""Karpathy-style split files: the one on-disk format every image-text source goes through.
+
+Why: COCO and Flickr30K retrieval splits are distributed as Karpathy's ``dataset_*.json``; writing
+the synthetic data in the same format means real and synthetic data share a single reader, so the
+code path that is tested on CPU is the one used for real benchmarks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+VALID_SPLITS = ("train", "val", "test")
+# Karpathy's COCO file puts the extra 30k "restval" images in a split of their own; they are train data.
+SPLIT_ALIASES = {"restval": "train"}
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class RetrievalSplit:
+    """One split as flat lists, so datasets index it directly and the recall metric gets the
+    caption -> image mapping without knowing where the data came from."""
+
+    image_paths: list[str]
+    captions: list[str]
+    text_to_image: list[int]  # caption position -> image position in this split
+    image_ids: list[int]  # original ids (Karpathy "imgid"), for tracing results back
+    scenes: list[str] | None = None  # canonical scene descriptions (synthetic data only)
+
+    def __post_init__(self) -> None:
+        if len(self.image_ids) != len(self.image_paths):
+            raise ValueError(f"{len(self.image_paths)} image paths but {len(self.image_ids)} image ids")
+        if len(self.text_to_image) != len(self.captions):
+            raise ValueError(f"{len(self.captions)} captions but {len(self.text_to_image)} caption->image links")
+        if self.scenes is not None and len(self.scenes) != len(self.image_paths):
+            raise ValueError(f"{len(self.image_paths)} images but {len(self.scenes)} scenes")
+        bad = [i for i in self.text_to_image if not 0 <= i < len(self.image_paths)]
+        if bad:
+            raise ValueError(f"caption->image index {bad[0]} out of range for {len(self.image_paths)} images")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_captions(self) -> int:
+        return len(self.captions)
+
+
+def tokenize_caption(raw: str) -> list[str]:
+    """Lower-case word tokens, as in Karpathy's files (the model does its own tokenization)."""
+    return _TOKEN.findall(raw.lower())
+
+
+def check_split_name(split: str) -> str:
+    """Return ``split`` if valid, else raise an error that lists the valid names."""
+    if split not in VALID_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are: {', '.join(VALID_SPLITS)}")
+    return split
+
+
+def read_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike, split: str) -> RetrievalSplit:
+    """Read one split of a Karpathy-style json; image path = image_root/[filepath/]filename.
+
+    Every sentence is kept (COCO has images with 6-7 captions); ``restval`` counts as ``train``.
+    """
+    check_split_name(split)
+    json_path, image_root = Path(json_path), Path(image_root)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"Karpathy split file not found: {json_path}")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"image root directory not found: {image_root} (images for {json_path})")
+    with json_path.open(encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{json_path} is not a Karpathy split file: expected a top-level 'images' list")
+    entries = [e for e in data["images"] if SPLIT_ALIASES.get(e.get("split"), e.get("split")) == split]
+    result = _entries_to_split(entries, image_root, json_path)
+    if result.image_paths and not os.path.isfile(result.image_paths[0]):
+        raise FileNotFoundError(
+            f"image file not found: {result.image_paths[0]} (listed in {json_path}; is image_root right?)"
+        )
+    return result
+
+
+def _entries_to_split(entries: list[dict[str, Any]], image_root: Path, json_path: Path) -> RetrievalSplit:
+    paths: list[str] = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    ids: list[int] = []
+    scenes: list[str] = []
+    for position, entry in enumerate(entries):
+        if "filename" not in entry or "sentences" not in entry:
+            raise ValueError(f"{json_path}: image entry {position} lacks 'filename' or 'sentences'")
+        folder = image_root / entry["filepath"] if entry.get("filepath") else image_root
+        paths.append(str(folder / entry["filename"]))
+        ids.append(int(entry.get("imgid", position)))
+        for sentence in entry["sentences"]:
+            captions.append(sentence["raw"].strip())
+            text_to_image.append(position)
+        if "scene" in entry:
+            scenes.append(entry["scene"])
+    has_scenes = bool(entries) and len(scenes) == len(entries)
+    return RetrievalSplit(paths, captions, text_to_image, ids, scenes if has_scenes else None)
+
+
+def write_karpathy(
+    json_path: str | os.PathLike,
+    splits: Mapping[str, RetrievalSplit],
+    image_root: str | os.PathLike,
+    dataset: str,
+    extras: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> None:
+    """Write splits as one Karpathy json (atomically: temp file + rename).
+
+    Image paths are stored relative to ``image_root``; ``extras[split][i]`` adds fields to image i's
+    entry (e.g. which scene a distractor was made from). Sentence ids are numbered file-wide.
+    """
+    image_root = Path(image_root)
+    images: list[dict[str, Any]] = []
+    next_sentid = 0
+    for split_name, split in splits.items():
+        check_split_name(split_name)
+        captions_of: list[list[str]] = [[] for _ in split.image_paths]
+        for caption, image in zip(split.captions, split.text_to_image):
+            captions_of[image].append(caption)
+        for i, path in enumerate(split.image_paths):
+            entry = _image_entry(Path(path), image_root, split.image_ids[i], split_name, captions_of[i], next_sentid)
+            next_sentid += len(captions_of[i])
+            if split.scenes is not None:
+                entry["scene"] = split.scenes[i]
+            if extras is not None and split_name in extras:
+                entry.update(extras[split_name][i])
+            images.append(entry)
+    json_path = Path(json_path)
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump({"dataset": dataset, "images": images}, f)
+    os.replace(tmp, json_path)
+
+
+def _image_entry(
+    path: Path, image_root: Path, imgid: int, split: str, captions: list[str], first_sentid: int
+) -> dict[str, Any]:
+    relative = Path(os.path.relpath(path, image_root))
+    sentids = list(range(first_sentid, first_sentid + len(captions)))
+    entry: dict[str, Any] = {"filename": relative.name, "imgid": imgid, "split": split, "sentids": sentids}
+    if str(relative.parent) != ".":
+        entry["filepath"] = relative.parent.as_posix()
+    entry["sentences"] = [
+        {"raw": raw, "tokens": tokenize_caption(raw), "imgid": imgid, "sentid": sentid}
+        for raw, sentid in zip(captions, sentids)
+    ]
+    return entry

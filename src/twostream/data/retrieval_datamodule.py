@@ -1,0 +1,208 @@
+"""Datasets and a base LightningDataModule shared by every image-text retrieval source.
+
+Why: the model only sees the batch contract below, so any source (synthetic shapes, COCO,
+Flickr30K) just implements ``load_split(name) -> RetrievalSplit`` and inherits loaders, transforms
+and the two-loader evaluation layout that the recall metric relies on.
+
+Batch contract (default collate; captions stay a list of str, tokenised by the model):
+- train:          {"image": float[B,3,H,W], "caption": list[str], "image_index": long[B], "text_index": long[B]}
+- eval images:    {"image": float[B,3,H,W], "image_index": long[B]}
+- eval captions:  {"caption": list[str], "text_index": long[B], "image_index": long[B]}
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+class ResizeCenterCrop:
+    """Resize the shorter side to ``size`` and centre-crop a square; a no-op for images that
+    already are ``size`` x ``size`` (the synthetic data), so they are not resampled needlessly."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._resize = T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size)])
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.size == (self.size, self.size) else self._resize(image)
+
+
+def build_image_transform(
+    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], augment: bool = False
+) -> Transform:
+    """PIL image -> normalised float tensor [3, H, W].
+
+    The optional augmentation is deliberately light and never flips: captions say "left of".
+    """
+    if augment:
+        geometry: list[Any] = [
+            T.RandomResizedCrop(
+                image_size, scale=(0.9, 1.0), ratio=(0.95, 1.05), interpolation=InterpolationMode.BICUBIC
+            ),
+            T.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    else:
+        geometry = [ResizeCenterCrop(image_size)]
+    return T.Compose([*geometry, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def load_rgb(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+class RetrievalTrainDataset(Dataset):
+    """One item per image per epoch with one of its captions drawn by ``torch.randint``, so
+    ``seed_everything(workers=True)`` makes the caption choice reproducible."""
+
+    def __init__(self, split: RetrievalSplit, transform: Transform) -> None:
+        self.split, self.transform = split, transform
+        self.captions_of: list[list[int]] = [[] for _ in split.image_paths]
+        for text_index, image_index in enumerate(split.text_to_image):
+            self.captions_of[image_index].append(text_index)
+        missing = [split.image_ids[i] for i, caps in enumerate(self.captions_of) if not caps]
+        if missing:
+            raise ValueError(f"{len(missing)} training images have no caption (first image id: {missing[0]})")
+
+    def __len__(self) -> int:
+        return self.split.num_images
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        options = self.captions_of[index]
+        text_index = options[int(torch.randint(len(options), (1,)).item())]
+        return {
+            "image": self.transform(load_rgb(self.split.image_paths[index])),
+            "caption": self.split.captions[text_index],
+            "image_index": index,
+            "text_index": text_index,
+        }
+
+
+class RetrievalImageDataset(Dataset):
+    """Every image of an evaluation split, once."""
+
+    def __init__(self, split: RetrievalSplit, transform: Transform) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return self.split.num_images
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.transform(load_rgb(self.split.image_paths[index])), "image_index": index}
+
+
+class RetrievalCaptionDataset(Dataset):
+    """Every caption of an evaluation split, once, with the position of its image."""
+
+    def __init__(self, split: RetrievalSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return self.split.num_captions
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_index = self.split.text_to_image[index]
+        return {"caption": self.split.captions[index], "text_index": index, "image_index": image_index}
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Base for image-text retrieval data; subclasses implement :meth:`load_split`.
+
+    ``val_dataloader``/``test_dataloader`` return ``[images_loader, captions_loader]``. No sampler
+    is set here: under DDP Lightning inserts a DistributedSampler, whose padding the recall metric
+    removes by index.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        image_size: int = 224,
+        mean: tuple[float, float, float] = CLIP_MEAN,
+        std: tuple[float, float, float] = CLIP_STD,
+        train_augment: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # also collects the subclass's __init__ arguments
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_augment = train_augment
+        self.pin_memory = pin_memory
+        self._splits: dict[str, RetrievalSplit] = {}
+
+    def load_split(self, name: str) -> RetrievalSplit:
+        """Read split ``name`` ("train" | "val" | "test") from wherever this source keeps it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_split(name)")
+
+    def get_split(self, name: str) -> RetrievalSplit:
+        """The split, loaded once and cached (e.g. for scene-level evaluation)."""
+        check_split_name(name)
+        if name not in self._splits:
+            split = self.load_split(name)
+            if split.num_images == 0 or split.num_captions == 0:
+                raise ValueError(f"{type(self).__name__}: split {name!r} is empty ({split.num_images} images, "
+                                 f"{split.num_captions} captions); refusing to run on no data")
+            self._splits[name] = split
+        return self._splits[name]
+
+    def setup(self, stage: str | None = None) -> None:
+        for name in _STAGE_SPLITS.get(stage or "", VALID_SPLITS):
+            self.get_split(name)
+
+    def eval_split_sizes(self, name: str) -> tuple[int, int]:
+        """(number of images, number of captions) of an evaluation split."""
+        split = self.get_split(name)
+        return split.num_images, split.num_captions
+
+    def image_transform(self, train: bool = False) -> Transform:
+        return build_image_transform(self.image_size, self.mean, self.std, augment=train and self.train_augment)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RetrievalTrainDataset(self.get_split("train"), self.image_transform(train=True))
+        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def _eval_loaders(self, name: str) -> list[DataLoader]:
+        split = self.get_split(name)
+        images = RetrievalImageDataset(split, self.image_transform())
+        captions = RetrievalCaptionDataset(split)
+        return [
+            self._loader(images, self.eval_batch_size, shuffle=False, drop_last=False),
+            self._loader(captions, self.eval_batch_size, shuffle=False, drop_last=False),
+        ]
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,141 @@
+"""``SyntheticShapesDataModule``: the embedded dataset, generated on first use, read like real data.
+
+Why: the files are written in the Karpathy format under a folder named by a hash of the
+generation parameters, so a changed parameter regenerates, a finished folder is reused, and
+``setup`` reads them through the same ``read_karpathy`` path that COCO/Flickr30K use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from twostream.data.karpathy import RetrievalSplit, read_karpathy, write_karpathy
+from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD, RetrievalDataModule
+from twostream.data.synthetic_shapes import GENERATOR_VERSION, SceneRecord, ShapesConfig, generate_all, render_scene
+
+JSON_NAME = "dataset_shapes.json"
+IMAGES_DIR = "images"
+
+
+def dataset_dir(root: str | os.PathLike, cfg: ShapesConfig) -> Path:
+    return Path(root) / f"shapes-{cfg.fingerprint()}"
+
+
+def ensure_shapes_dataset(root: str | os.PathLike, cfg: ShapesConfig, progress: bool = True) -> Path:
+    """Return the dataset folder for ``cfg``, generating it first if it does not exist yet.
+
+    Generation writes into a temporary sibling folder that is renamed into place at the end, so an
+    interrupted run never leaves a half dataset that a later run would take for a finished one.
+    """
+    final = dataset_dir(root, cfg)
+    if (final / JSON_NAME).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        _write_dataset(tmp, cfg, progress)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / JSON_NAME).is_file():  # re-raise unless another process finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _write_dataset(out: Path, cfg: ShapesConfig, progress: bool) -> None:
+    images = out / IMAGES_DIR
+    images.mkdir()
+    records = generate_all(cfg)
+    splits: dict[str, RetrievalSplit] = {}
+    extras: dict[str, list[dict]] = {}
+    next_id = 0
+    total = sum(len(r) for r in records.values())
+    with tqdm(total=total, desc="generating synthetic shapes", unit="img", disable=not progress) as bar:
+        for name, recs in records.items():
+            splits[name] = RetrievalSplit([], [], [], [], [])
+            extras[name] = [_provenance(rec, next_id) for rec in recs]
+            for position, rec in enumerate(recs):
+                path = images / f"{next_id + position:06d}.png"
+                render_scene(rec.scene, cfg.image_size, rec.render_seed).save(path, compress_level=6)
+                _append(splits[name], rec, str(path), next_id + position)
+                bar.update()
+            next_id += len(recs)
+    write_karpathy(out / JSON_NAME, splits, images, dataset="shapes", extras=extras)
+    params = {**dataclasses.asdict(cfg), "version": GENERATOR_VERSION}
+    (out / "params.json").write_text(json.dumps(params, indent=1) + "\n")
+
+
+def _append(split: RetrievalSplit, rec: SceneRecord, path: str, imgid: int) -> None:
+    position = split.num_images
+    split.image_paths.append(path)
+    split.image_ids.append(imgid)
+    split.scenes.append(rec.scene.description())
+    split.captions.extend(rec.captions)
+    split.text_to_image.extend([position] * len(rec.captions))
+
+
+def _provenance(rec: SceneRecord, first_id: int) -> dict:
+    """Extra annotation for distractors: the image id of their source scene and what changed."""
+    if rec.distractor_of is None:
+        return {}
+    return {"distractor_of": first_id + rec.distractor_of, "change": rec.change}
+
+
+class SyntheticShapesDataModule(RetrievalDataModule):
+    """Synthetic shapes retrieval data (see ``synthetic_shapes``); sizes are numbers of images."""
+
+    def __init__(
+        self,
+        root: str = "data/generated/synthetic_shapes",
+        num_train: int = 10_000,
+        num_val: int = 500,
+        num_test: int = 1_000,
+        captions_per_image: int = 5,
+        distractor_fraction: float = 0.3,
+        seed: int = 0,
+        image_size: int = 64,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        mean: tuple[float, float, float] = CLIP_MEAN,
+        std: tuple[float, float, float] = CLIP_STD,
+        train_augment: bool = False,
+        pin_memory: bool = False,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            train_augment=train_augment,
+            pin_memory=pin_memory,
+        )
+        self.root = root
+        self.progress = progress
+        self.config = ShapesConfig(
+            num_train, num_val, num_test, captions_per_image, distractor_fraction, seed, image_size
+        )
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where the files for these parameters live (whether or not they exist yet)."""
+        return dataset_dir(self.root, self.config)
+
+    def prepare_data(self) -> None:
+        ensure_shapes_dataset(self.root, self.config, progress=self.progress)
+
+    def load_split(self, name: str) -> RetrievalSplit:
+        # Generating here too (a no-op when prepare_data ran) lets setup()/get_split() work alone.
+        directory = ensure_shapes_dataset(self.root, self.config, progress=self.progress)
+        return read_karpathy(directory / JSON_NAME, directory / IMAGES_DIR, name)
