@@ -1,6 +1,7 @@
 """InBatchContrastive under 2 gloo processes equals one process on the concatenated batch."""
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ def _worker(rank, world_size, out_path):
         torch.save({"loss": mean_loss / world_size, "grads": _grads(model)}, out_path)
 
 
+@pytest.mark.ddp
 def test_two_process_loss_and_grads_equal_single_process(tmp_path):
     model, xi, xt = _model_and_data()
     loss = _loss(model, xi, xt)

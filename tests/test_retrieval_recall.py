@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_utils import spawn
 from torch.utils.data import DistributedSampler
 
 from twostream.metrics import RetrievalRecall, rank_retrieval
@@ -160,21 +159,16 @@ def test_metric_reports_missing_indices_and_bad_shapes() -> None:
         RetrievalRecall().compute()
 
 
-def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        img, txt, t2i = make_data(37, 14)
-        metric = RetrievalRecall(ks=KS, chunk_bytes=512)
-        img_idx = list(DistributedSampler(range(len(img)), num_replicas=2, rank=rank, shuffle=False))
-        txt_idx = list(DistributedSampler(range(len(t2i)), num_replicas=2, rank=rank, shuffle=False))
-        _feed(metric, img, txt, t2i, img_idx, txt_idx, batch=5)
-        result = _as_floats(metric.compute())
-        if rank == 0:
-            with open(out_file, "w") as f:
-                json.dump(result, f)
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world_size: int, out_file: str) -> None:
+    img, txt, t2i = make_data(37, 14)
+    metric = RetrievalRecall(ks=KS, chunk_bytes=512)
+    img_idx = list(DistributedSampler(range(len(img)), num_replicas=world_size, rank=rank, shuffle=False))
+    txt_idx = list(DistributedSampler(range(len(t2i)), num_replicas=world_size, rank=rank, shuffle=False))
+    _feed(metric, img, txt, t2i, img_idx, txt_idx, batch=5)
+    result = _as_floats(metric.compute())
+    if rank == 0:
+        with open(out_file, "w") as f:
+            json.dump(result, f)
 
 
 @pytest.mark.ddp
@@ -182,7 +176,7 @@ def test_metric_two_gloo_ranks_match_single_process(tmp_path) -> None:
     img, txt, t2i = make_data(37, 14)
     assert len(img) % 2 == 1 and len(t2i) % 2 == 1, "sizes must force DistributedSampler padding"
     out_file = tmp_path / "rank0.json"
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    spawn(_ddp_worker, 2, str(out_file))
     single = RetrievalRecall(ks=KS)
     single.update(img, torch.arange(len(img)), txt, torch.arange(len(t2i)), t2i)
     assert json.loads(out_file.read_text()) == _as_floats(single.compute())
