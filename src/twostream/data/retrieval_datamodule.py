@@ -11,13 +11,15 @@ Batch contract (default collate; captions stay a list of str, tokenised by the m
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -66,12 +68,43 @@ def load_rgb(path: str) -> Image.Image:
         return image.convert("RGB")
 
 
-class RetrievalTrainDataset(Dataset):
-    """One item per image per epoch with one of its captions drawn by ``torch.randint``, so
-    ``seed_everything(workers=True)`` makes the caption choice reproducible."""
+class EpochKeySampler(Sampler[int]):
+    """Shuffles with a generator seeded by ``(seed, epoch)`` and yields *keys* ``epoch * n + index``.
 
-    def __init__(self, split: RetrievalSplit, transform: Transform) -> None:
+    Why: exact resume. The order of epoch ``e`` and every per-item random choice (drawn from the key
+    by the dataset) depend only on the seed and ``e``, never on how much global RNG an earlier
+    process consumed. Lightning calls ``set_epoch`` (through its DistributedSamplerWrapper under DDP,
+    which shards these keys across ranks).
+    """
+
+    def __init__(self, num_items: int, seed: int | None = None) -> None:
+        self.num_items = num_items
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        offset = self.epoch * self.num_items
+        return iter((torch.randperm(self.num_items, generator=generator) + offset).tolist())
+
+
+class RetrievalTrainDataset(Dataset):
+    """One item per image per epoch with one of its captions.
+
+    Indexed by image index, or by an :class:`EpochKeySampler` key ``epoch * n + index``: the caption
+    is then drawn from a generator seeded by ``(seed, key)``, so it is the same for a given seed and
+    epoch in any process, any worker, before or after a resume.
+    """
+
+    def __init__(self, split: RetrievalSplit, transform: Transform, seed: int | None = None) -> None:
         self.split, self.transform = split, transform
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.captions_of: list[list[int]] = [[] for _ in split.image_paths]
         for text_index, image_index in enumerate(split.text_to_image):
             self.captions_of[image_index].append(text_index)
@@ -82,9 +115,10 @@ class RetrievalTrainDataset(Dataset):
     def __len__(self) -> int:
         return self.split.num_images
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        index = key % len(self)
         options = self.captions_of[index]
-        text_index = options[int(torch.randint(len(options), (1,)).item())]
+        text_index = options[random.Random(self.seed * 1_000_003 + key).randrange(len(options))]
         return {
             "image": self.transform(load_rgb(self.split.image_paths[index])),
             "caption": self.split.captions[text_index],
@@ -179,7 +213,7 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = RetrievalTrainDataset(self.get_split("train"), self.image_transform(train=True))
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
+        return self._loader(dataset, self.batch_size, sampler=EpochKeySampler(len(dataset)), drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")
@@ -192,15 +226,15 @@ class RetrievalDataModule(L.LightningDataModule):
         images = RetrievalImageDataset(split, self.image_transform())
         captions = RetrievalCaptionDataset(split)
         return [
-            self._loader(images, self.eval_batch_size, shuffle=False, drop_last=False),
-            self._loader(captions, self.eval_batch_size, shuffle=False, drop_last=False),
+            self._loader(images, self.eval_batch_size, drop_last=False),
+            self._loader(captions, self.eval_batch_size, drop_last=False),
         ]
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, drop_last: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
