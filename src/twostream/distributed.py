@@ -28,3 +28,16 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
     return torch.cat(all_gather(x), dim=0)
 
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0 in rank order (momentum keys, queue ids).
+
+    No graph: keys come from momentum towers. Same-shape requirement as :func:`gather_with_grad`.
+    """
+    _, size = world()
+    if size == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(size)]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)

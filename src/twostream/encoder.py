@@ -7,6 +7,7 @@ plus a YAML entry, never a change here.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,18 +20,28 @@ from twostream.errors import ConfigError
 from twostream.metrics import RetrievalRecall
 from twostream.objectives.base import LossHead
 from twostream.objectives.in_batch_contrastive import InBatchContrastive
+from twostream.state import AdaptiveMomentumFilter, MomentumQueue
 from twostream.towers.base import TowerOutput
 
 
 @dataclass
 class EncoderOutput:
-    """What heads read. Embeddings are L2-normalised; ``None`` where the batch lacks that modality."""
+    """What heads read. Embeddings are L2-normalised; ``None`` where the batch lacks that modality.
+
+    Training adds: momentum keys of this batch (with a momentum queue), the filter's 0/1 pair
+    weights ``keep`` and the pair similarities it judged, and ``generator``, the step's seeded
+    CPU generator every random mask is drawn from (so masks survive a resume exactly)."""
 
     image_emb: torch.Tensor | None
     text_emb: torch.Tensor | None
     image: TowerOutput | None
     text: TowerOutput | None
     temperature: torch.Tensor
+    image_key: torch.Tensor | None = None
+    text_key: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    similarity: torch.Tensor | None = None
+    generator: torch.Generator | None = None
 
 
 def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
@@ -62,7 +73,13 @@ class TwoStreamEncoder(L.LightningModule):
         temperature: initial softmax temperature, learnable unless ``learn_temperature=False``,
             clamped to ``>= min_temperature`` after each optimizer step (CLIP's 100 logit-scale cap).
         lr, weight_decay, betas, eps: AdamW; no decay on biases, norms, embeddings, temperature.
-        warmup_steps, min_lr_ratio: linear warm-up then cosine decay over the run's optimizer steps.
+        warmup_steps, min_lr_ratio: linear warm-up then cosine decay over the run's optimizer steps
+            (``total_steps`` if set, else the trainer's estimate: set it to keep one schedule across
+            runs of different lengths, e.g. a run stopped and resumed).
+        momentum_queue: momentum towers + negative queues (COTS); needs the MomentumQueueCallback.
+        noise_filter: adaptive momentum filter of noisy pairs (COTS); needs the MomentumQueueCallback.
+        init_from: a checkpoint (Lightning ``.ckpt`` or a plain state dict) whose towers, projections
+            and temperature initialise this model, e.g. ``make pretrain``'s for fine-tuning.
     """
 
     def __init__(self, vision: nn.Module, text: nn.Module, heads: list[LossHead] | None = None,
@@ -70,9 +87,11 @@ class TwoStreamEncoder(L.LightningModule):
                  temperature: float = 0.07, learn_temperature: bool = True, min_temperature: float = 0.01,
                  lr: float = 5e-4, weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98),
                  eps: float = 1e-6, warmup_steps: int = 100, min_lr_ratio: float = 0.0,
+                 total_steps: int | None = None, momentum_queue: MomentumQueue | None = None,
+                 noise_filter: AdaptiveMomentumFilter | None = None, init_from: str | None = None,
                  recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
-        self.save_hyperparameters(ignore=["vision", "text", "heads"])
+        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter"])
         self.vision, self.text = vision, text
         self.image_proj = _projection(projection, vision.output_dim, embed_dim, "vision")
         self.text_proj = _projection(projection, text.output_dim, embed_dim, "text")
@@ -85,7 +104,16 @@ class TwoStreamEncoder(L.LightningModule):
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise ConfigError(f"heads: names must be unique, got {names}; set `name:` on duplicates")
+        if init_from:
+            from twostream.checkpoints import load_encoder_weights
+
+            load_encoder_weights(self, init_from)
         self.state = nn.ModuleDict()
+        if momentum_queue is not None:  # copies the towers: after init_from, so it starts from those weights
+            momentum_queue.build(self, embed_dim)
+            self.state["momentum"] = momentum_queue
+        if noise_filter is not None:
+            self.state["filter"] = noise_filter
         for head in self.heads:
             head.attach(self, self.state)
         self.val_recall = RetrievalRecall(ks=tuple(recall_ks))
@@ -119,14 +147,59 @@ class TwoStreamEncoder(L.LightningModule):
         return batch
 
     # ---------------------------------------------------------------- training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """A CPU generator seeded from (run seed, optimizer step, batch, rank): reproducible masks."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        mixed = ((seed * 1_000_003 + self.global_step) * 100_003 + batch_idx) * 1_009 + self.global_rank
+        return torch.Generator().manual_seed(mixed % (2**63 - 1))
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         out = self(batch)
+        out.generator = self.step_generator(batch_idx)
+        carry = self._momentum_and_filter(out, batch)
         total, logs = self.objective(out, batch)
         bs = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=False)
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         self.log("train/temperature", self.temperature.detach(), batch_size=bs)
-        return total
+        result = {"loss": total}
+        if carry:
+            result["momentum_state"] = carry  # consumed by MomentumQueueCallback after the optimizer step
+        return result
+
+    def _momentum_and_filter(self, out: EncoderOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """Momentum keys and filter weights for this batch; returns what the callback must enqueue/record."""
+        carry: dict[str, torch.Tensor] = {}
+        if "momentum" in self.state:
+            out.image_key, out.text_key = self.state["momentum"].encode(batch)
+            carry.update(image_key=out.image_key, text_key=out.text_key, ids=batch["image_index"])
+        if "filter" in self.state:
+            keys = (out.image_key, out.text_key) if out.image_key is not None else (out.image_emb, out.text_emb)
+            out.similarity = (keys[0] * keys[1]).sum(-1).detach()
+            out.keep = self.state["filter"].keep_mask(out.similarity)
+            carry.update(similarity=out.similarity, keep=out.keep)
+            self._log_filter(out, batch)
+        return carry
+
+    def _log_filter(self, out: EncoderOutput, batch: dict) -> None:
+        bs, f = out.keep.shape[0], self.state["filter"]
+        self.log_dict({"train/filter_kept_fraction": out.keep.mean(), "train/filter_threshold": f.threshold.detach(),
+                       "train/filter_mean": f.mean.detach()}, batch_size=bs)
+        if "noisy" in batch:  # injected noise (caption_noise > 0): how well does the filter find it?
+            noisy = batch["noisy"].bool()
+            dropped = 1.0 - out.keep
+            self.log_dict({"train/filter_dropped_noisy": (dropped * noisy).sum() / noisy.sum().clamp(min=1),
+                           "train/filter_dropped_clean": (dropped * ~noisy).sum() / (~noisy).sum().clamp(min=1)},
+                          batch_size=bs)
+
+    def on_fit_start(self) -> None:
+        from twostream.callbacks.momentum_queue import MomentumQueueCallback
+
+        needs = [key for key in ("momentum", "filter") if key in self.state]
+        has = any(isinstance(cb, MomentumQueueCallback) for cb in self.trainer.callbacks)
+        if needs and not has:
+            raise ConfigError(f"the model has {' and '.join(needs)} state but no callback updates it: add "
+                              f"`- class_path: twostream.callbacks.MomentumQueueCallback` to trainer.callbacks")
 
     def objective(self, out: EncoderOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of every head's ``*_loss`` entries, plus everything the heads report."""
@@ -146,17 +219,17 @@ class TwoStreamEncoder(L.LightningModule):
                 self.log_temperature.clamp_(min=math.log(self.hparams.min_temperature))
 
     def configure_optimizers(self):
+        hp = self.hparams
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             flat = p.ndim < 2 or "embedding" in name or name.endswith("log_temperature")
             (no_decay if flat else decay).append(p)
-        hp = self.hparams
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,4 +1,5 @@
 """Lightning callbacks: they decide *when* state changes and what a run writes out."""
+from twostream.callbacks.momentum_queue import MomentumQueueCallback
 from twostream.callbacks.run_summary import RunSummary
 
-__all__ = ["RunSummary"]
+__all__ = ["MomentumQueueCallback", "RunSummary"]

@@ -1,5 +1,10 @@
 """Objectives: one file and one class each, named after the objective."""
 from twostream.objectives.base import LossHead
 from twostream.objectives.in_batch_contrastive import InBatchContrastive
+from twostream.objectives.kl_alignment import KLAlignment
+from twostream.objectives.masked_language_modeling import MaskedLanguageModeling
+from twostream.objectives.masked_vision_modeling import MaskedVisionModeling
+from twostream.objectives.momentum_contrastive import MomentumContrastive
 
-__all__ = ["LossHead", "InBatchContrastive"]
+__all__ = ["InBatchContrastive", "KLAlignment", "LossHead", "MaskedLanguageModeling", "MaskedVisionModeling",
+           "MomentumContrastive"]

@@ -31,8 +31,25 @@ class LossHead(nn.Module):
         self.name = name or snake_case(type(self).__name__)
 
     def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
-        """Called once by the encoder after it is built. Heads that need state (e.g. momentum copies of
-        the towers, queues) create it here and register it in ``state`` under a documented key."""
+        """Called once by the encoder after it is built; subclasses call ``super().attach`` first.
+
+        Heads that re-run a tower on masked inputs reach it through :attr:`encoder` (a plain
+        reference, not a submodule, so nothing is registered or checkpointed twice). Heads that need
+        state check here that it exists and raise a ConfigError naming the missing setting."""
+        object.__setattr__(self, "_encoder", encoder)
+
+    @property
+    def encoder(self) -> nn.Module:
+        if "_encoder" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__} is not attached to an encoder yet")
+        return self.__dict__["_encoder"]
+
+    @staticmethod
+    def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Mean of per-sample losses, with the adaptive filter's 0/1 weights when there are any."""
+        if weights is None:
+            return values.mean()
+        return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
     def forward(self, outputs: "EncoderOutput", batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
         raise NotImplementedError

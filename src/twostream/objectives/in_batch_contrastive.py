@@ -16,6 +16,7 @@ class InBatchContrastive(LossHead):
     queries only, with labels offset by ``rank * local_batch`` (see ``gather_with_grad``). The mean
     of the per-rank losses equals the single-process loss on the concatenated batch, and so do the
     DDP-averaged gradients (tested to 1e-5). ``label_smoothing`` is ours (default 0, as in CLIP).
+    Pairs dropped by an adaptive filter (``outputs.keep`` = 0) do not count as queries.
     """
 
     def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0, name: str | None = None):
@@ -29,8 +30,9 @@ class InBatchContrastive(LossHead):
         inv_t = 1.0 / outputs.temperature
         logits_i2t = img @ gather_with_grad(txt).T * inv_t
         logits_t2i = txt @ gather_with_grad(img).T * inv_t
-        loss = 0.5 * (F.cross_entropy(logits_i2t, labels, label_smoothing=self.label_smoothing)
-                      + F.cross_entropy(logits_t2i, labels, label_smoothing=self.label_smoothing))
+        per_pair = 0.5 * (F.cross_entropy(logits_i2t, labels, label_smoothing=self.label_smoothing, reduction="none")
+                          + F.cross_entropy(logits_t2i, labels, label_smoothing=self.label_smoothing, reduction="none"))
+        loss = self.weighted_mean(per_pair, outputs.keep)
         with torch.no_grad():
             acc = 0.5 * ((logits_i2t.argmax(1) == labels).float().mean() + (logits_t2i.argmax(1) == labels).float().mean())
         return {f"{self.name}_loss": loss, f"{self.name}_acc": acc}

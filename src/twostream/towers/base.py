@@ -15,3 +15,17 @@ class TowerOutput:
     pooled: torch.Tensor
     tokens: torch.Tensor
     mask: torch.Tensor | None = None
+
+
+@dataclass
+class MaskedLMSpec:
+    """What masked language modeling needs from a text tower, whatever library built it.
+
+    ``random_ids``: the [low, high) id range the 10 % random replacements are drawn from;
+    ``embedding``: the input token embedding (tied to the MLM decoder by default)."""
+
+    mask_token_id: int
+    special_ids: tuple[int, ...]
+    random_ids: tuple[int, int]
+    embedding: torch.nn.Embedding
+    token_dim: int

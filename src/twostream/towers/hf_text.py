@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from twostream.errors import ConfigError, WeightsNotAvailableError
-from twostream.towers.base import TowerOutput
+from twostream.towers.base import MaskedLMSpec, TowerOutput
 
 
 def _local(loader, name: str, what: str):
@@ -54,7 +54,16 @@ class HFTextTower(nn.Module):
             raise ConfigError(f"HFTextTower pooling: {pooling!r}; valid: 'cls', 'mean'")
         self.pooling = pooling
         self.max_length = max_length
-        self.output_dim = int(self.net.config.hidden_size)
+        self.output_dim = self.token_dim = int(self.net.config.hidden_size)
+
+    def mlm_spec(self, mask_token_id: int | None = None) -> MaskedLMSpec:
+        """The tokenizer's own [MASK] and special tokens (BERT-style vocabularies have them)."""
+        tok = self.tokenizer
+        mask_id = mask_token_id if mask_token_id is not None else tok.mask_token_id
+        if mask_id is None:
+            raise ConfigError(f"HFTextTower: tokenizer {type(tok).__name__} has no mask token; give the MLM head a mask_token_id")
+        return MaskedLMSpec(mask_token_id=int(mask_id), special_ids=tuple(tok.all_special_ids),
+                            random_ids=(0, len(tok)), embedding=self.net.get_input_embeddings(), token_dim=self.token_dim)
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(captions), padding="max_length", truncation=True,

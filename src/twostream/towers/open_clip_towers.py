@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from twostream.errors import ConfigError
-from twostream.towers.base import TowerOutput
+from twostream.towers.base import MaskedLMSpec, TowerOutput
 from twostream.towers.weights import load_prefixed, load_state_dict, resolve_open_clip_weights
 
 
@@ -64,15 +64,31 @@ class OpenCLIPVisionTower(nn.Module):
         size = cfg.get("image_size", 224)
         self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
         self.grid_size = tuple(getattr(self.net, "grid_size", ()))
+        self.token_dim = int(cfg.get("width", 768))
         if pretrained:
             state = load_state_dict(resolve_open_clip_weights(model_name, pretrained))
             load_prefixed(self.net, state, lambda k: k.startswith("visual."), strip="visual.")
 
-    def forward(self, images: torch.Tensor) -> TowerOutput:
+    def forward(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None,
+                mask_token: torch.Tensor | None = None) -> TowerOutput:
+        """``patch_mask`` [B, gh*gw] bool: those patch embeddings are replaced by ``mask_token``
+        [width] before position embeddings are added (masked vision modeling)."""
         if tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(f"vision tower expects {self.image_size} images, got {tuple(images.shape[-2:])}: "
                              f"set the datamodule's image_size to match the tower config")
-        pooled, tokens = self.net(images)
+        if patch_mask is None:
+            pooled, tokens = self.net(images)
+            return TowerOutput(pooled=pooled, tokens=tokens)
+        if mask_token is None:
+            raise ValueError("patch_mask given without mask_token")
+        # open_clip's ViT has no masking argument: swap patches at the output of its patch embedding.
+        mask = patch_mask.view(images.shape[0], 1, *self.grid_size)
+        token = mask_token.view(1, -1, 1, 1)
+        handle = self.net.conv1.register_forward_hook(lambda mod, inp, out: torch.where(mask, token.to(out.dtype), out))
+        try:
+            pooled, tokens = self.net(images)
+        finally:
+            handle.remove()
         return TowerOutput(pooled=pooled, tokens=tokens)
 
 
@@ -91,6 +107,7 @@ class OpenCLIPTextTower(nn.Module):
         self.net = _build("text", self.output_dim, cfg, quick_gelu)
         self.context_length = int(cfg.get("context_length", 77))
         self.pad_id = int(cfg.get("pad_id", 0))
+        self.token_dim = int(cfg.get("width", 512))
         if model_name is not None:
             self.tokenizer = open_clip.get_tokenizer(model_name, context_length=self.context_length)
         else:
@@ -101,6 +118,22 @@ class OpenCLIPTextTower(nn.Module):
                 load_prefixed(self.net, state, lambda k: k.startswith("text."), strip="text.")
             else:
                 load_prefixed(self.net, state, lambda k: not k.startswith(_TEXT_SKIP))
+
+    def mlm_spec(self, mask_token_id: int | None = None) -> MaskedLMSpec:
+        """open_clip's BPE vocabulary has no [MASK]: by default the first id past the tokenizer's
+        vocabulary is used, which the text config must provide (``vocab_size`` one larger)."""
+        tok = self.tokenizer
+        n_regular = len(getattr(tok, "encoder", {})) or int(getattr(tok, "vocab_size", 0))
+        specials = tuple(sorted({self.pad_id, getattr(tok, "sot_token_id", -1), getattr(tok, "eot_token_id", -1)} - {-1}))
+        embedding = self.net.token_embedding
+        if mask_token_id is None:
+            if embedding.num_embeddings <= n_regular:
+                raise ConfigError(f"masked language modeling on an open_clip text tower needs a [MASK] embedding row: "
+                                  f"set the text config's vocab_size to {n_regular + 1} (the tokenizer has {n_regular} "
+                                  f"ids), or give the MLM head a mask_token_id")
+            mask_token_id = n_regular
+        return MaskedLMSpec(mask_token_id=mask_token_id, special_ids=specials, random_ids=(1, min(n_regular, embedding.num_embeddings)),
+                            embedding=embedding, token_dim=self.token_dim)
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         ids = self.tokenizer(captions)

@@ -1,0 +1,60 @@
+"""Initialising a model from an earlier run's checkpoint (pre-train → fine-tune)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from twostream.errors import ConfigError
+
+TRANSFERRED = ("vision.", "text.", "image_proj.", "text_proj.", "log_temperature")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning ``.ckpt`` (its ``state_dict``) or of a plain state-dict file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} does not exist (for `make finetune`, run `make pretrain` first; "
+                                f"it writes runs/default/version_*/checkpoints/last.ckpt)")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"init_from: {path} holds neither a Lightning checkpoint nor a state dict")
+    return state
+
+
+def _source_key(key: str, source: dict[str, torch.Tensor]) -> str | None:
+    """The checkpoint key for a model key; a video tower's frame tower takes an image tower's weights."""
+    if key in source:
+        return key
+    plain = key.replace("vision.frame_tower.", "vision.", 1)
+    return plain if plain in source else None
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
+    """Copy towers, projections and temperature from ``path``; heads and momentum state start fresh.
+
+    Shape mismatches are errors (a silently skipped tower would make a fine-tuning result
+    meaningless); keys missing from the checkpoint are reported and left at their init.
+    """
+    source = read_state_dict(path)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(TRANSFERRED)}
+    loaded, missing, mismatched = {}, [], []
+    for key, value in own.items():
+        src = _source_key(key, source)
+        if src is None:
+            missing.append(key)
+        elif source[src].shape != value.shape:
+            mismatched.append(f"{key}: checkpoint {tuple(source[src].shape)} vs model {tuple(value.shape)}")
+        else:
+            loaded[key] = source[src]
+    if mismatched:
+        raise ConfigError(f"init_from: {path} does not fit this model ({len(mismatched)} shapes differ, e.g. "
+                          f"{mismatched[0]}); use the same tower configs as the run that wrote it")
+    if not loaded:
+        raise ConfigError(f"init_from: {path} has none of this model's tower weights")
+    model.load_state_dict(loaded, strict=False)
+    print(f"init_from: {len(loaded)} tensors from {path}" + (f"; {len(missing)} not in it (kept at init, e.g. "
+                                                               f"{missing[0]})" if missing else ""))
+    return {"loaded": len(loaded), "missing": len(missing)}

@@ -1,0 +1,46 @@
+"""Tiny COTS runs through the real entry point: the shipped cots.yaml plus a small override file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COTS = str(ROOT / "experiments" / "pretrain" / "cots.yaml")
+
+
+def tiny_tokenizer(path: Path) -> Path:
+    """An untrained VQ-VAE file with the right grid (8 px tokens on 32 px images = 4x4 patches)."""
+    from twostream.tokenizer import VisualTokenizer
+
+    if not path.exists():
+        VisualTokenizer(downsample=8, hidden=16, codebook_size=32, code_dim=8).save(path)
+    return path
+
+
+def cots_override(tmp: Path, heads: list[dict] | None = None, **model: object) -> Path:
+    """YAML with tiny towers (32 px images, width 32, 1 layer) and the heads of cots.yaml, tokenizer in tmp."""
+    tok = str(tiny_tokenizer(tmp / "tok.pt"))
+    if heads is None:
+        heads = [{"class_path": "twostream.objectives.MomentumContrastive"},
+                 {"class_path": "twostream.objectives.MaskedLanguageModeling"},
+                 {"class_path": "twostream.objectives.MaskedVisionModeling", "init_args": {"tokenizer": tok}},
+                 {"class_path": "twostream.objectives.KLAlignment"}]
+    init = {"vision": {"class_path": "twostream.towers.OpenCLIPVisionTower", "init_args": {
+                "embed_dim": 32, "config": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16}}},
+            "text": {"class_path": "twostream.towers.OpenCLIPTextTower", "init_args": {
+                "embed_dim": 32, "config": {"context_length": 16, "width": 32, "heads": 2, "layers": 1,
+                                            "vocab_size": 49409, "no_causal_mask": True}}},
+            "embed_dim": 32, "heads": heads, "warmup_steps": 2, **model}
+    path = tmp / f"override_{len(list(tmp.glob('override_*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({"model": {"init_args": init}}))
+    return path
+
+
+def cots_args(tmp: Path, override: Path, *extra: str, num_train: int = 64, batch_size: int = 16) -> list[str]:
+    return ["--config", COTS, "--config", str(override), f"--data.init_args.root={tmp / 'data'}",
+            f"--data.init_args.num_train={num_train}", "--data.init_args.num_val=16", "--data.init_args.num_test=16",
+            f"--data.init_args.batch_size={batch_size}", "--data.init_args.image_size=32", "--data.init_args.num_workers=0",
+            "--model.init_args.momentum_queue.init_args.queue_size=48", "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={tmp / 'runs'}", *extra]
