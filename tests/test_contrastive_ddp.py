@@ -22,7 +22,7 @@ def _model_and_data():
 
 def _loss(model, xi, xt):
     out = SimpleNamespace(image_emb=F.normalize(model.img(xi), dim=-1), text_emb=F.normalize(model.txt(xt), dim=-1),
-                          temperature=model.log_t.exp())
+                          temperature=model.log_t.exp(), keep=None)
     return InBatchContrastive()(out, {}, nn.ModuleDict())["contrastive_loss"]
 
 

@@ -1,5 +1,6 @@
 """Lightning callbacks: they decide *when* state changes and what a run writes out."""
+from twostream.callbacks.data_health import DataHealth
 from twostream.callbacks.momentum_queue import MomentumQueueCallback
 from twostream.callbacks.run_summary import RunSummary
 
-__all__ = ["MomentumQueueCallback", "RunSummary"]
+__all__ = ["DataHealth", "MomentumQueueCallback", "RunSummary"]

@@ -1,5 +1,21 @@
 """Image-text retrieval data: the Karpathy split format, shared datasets/DataModule, synthetic shapes."""
-from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, read_karpathy, write_karpathy
+from twostream.data.albef_json import AnnotationSource, read_albef
+from twostream.data.coco_flickr import CocoDataModule, Flickr30kDataModule
+from twostream.data.health import (
+    SKIPPED,
+    DataQualityError,
+    SkipReason,
+    check_bad_fraction,
+    collate_with_skips,
+)
+from twostream.data.karpathy import (
+    VALID_SPLITS,
+    RetrievalSplit,
+    read_karpathy,
+    read_karpathy_all,
+    screen_split,
+    write_karpathy,
+)
 from twostream.data.retrieval_datamodule import (
     CLIP_MEAN,
     CLIP_STD,
@@ -11,11 +27,17 @@ from twostream.data.retrieval_datamodule import (
 )
 from twostream.data.synthetic_datamodule import SyntheticShapesDataModule, ensure_shapes_dataset
 from twostream.data.synthetic_shapes import Scene, ShapeObject, ShapesConfig, render_scene
+from twostream.data.webdataset_stream import WebDatasetDataModule, WebImageTextStream, expand_shards
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "SKIPPED",
     "VALID_SPLITS",
+    "AnnotationSource",
+    "CocoDataModule",
+    "DataQualityError",
+    "Flickr30kDataModule",
     "RetrievalCaptionDataset",
     "RetrievalDataModule",
     "RetrievalImageDataset",
@@ -24,10 +46,19 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesConfig",
+    "SkipReason",
     "SyntheticShapesDataModule",
+    "WebDatasetDataModule",
+    "WebImageTextStream",
     "build_image_transform",
+    "check_bad_fraction",
+    "collate_with_skips",
     "ensure_shapes_dataset",
+    "expand_shards",
+    "read_albef",
     "read_karpathy",
+    "read_karpathy_all",
     "render_scene",
+    "screen_split",
     "write_karpathy",
 ]

@@ -67,24 +67,63 @@ def read_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike, s
     """Read one split of a Karpathy-style json; image path = image_root/[filepath/]filename.
 
     Every sentence is kept (COCO has images with 6-7 captions); ``restval`` counts as ``train``.
+    To read several splits, :func:`read_karpathy_all` parses the (large) file only once.
     """
     check_split_name(split)
+    result = read_karpathy_all(json_path, image_root)[split]
+    check_images_exist(result, f"split {split!r} of {json_path}")
+    return result
+
+
+def read_karpathy_all(
+    json_path: str | os.PathLike, image_root: str | os.PathLike, data: Any = None
+) -> dict[str, RetrievalSplit]:
+    """Every split of a Karpathy-style json from one parse (COCO's file is ~140 MB of JSON);
+    ``data``: the file's already parsed content, if the caller has it."""
     json_path, image_root = Path(json_path), Path(image_root)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"Karpathy split file not found: {json_path}")
+    data = load_json(json_path, "Karpathy split file") if data is None else data
+    check_image_root(image_root, json_path)
+    if not is_karpathy(data):
+        raise ValueError(f"{json_path} is not a Karpathy split file: expected a top-level 'images' list")
+    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in VALID_SPLITS}
+    for position, entry in enumerate(data["images"]):
+        name = SPLIT_ALIASES.get(entry.get("split"), entry.get("split"))
+        if name not in by_split:
+            raise ValueError(f"{json_path}: image entry {position} has split {entry.get('split')!r}; "
+                             f"expected one of train, restval, val, test")
+        by_split[name].append(entry)
+    return {name: _entries_to_split(entries, image_root, json_path) for name, entries in by_split.items()}
+
+
+def is_karpathy(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("images"), list)
+
+
+def load_json(path: Path, what: str) -> Any:
+    """Parse ``path``; errors name the file and what it was expected to be."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with path.open(encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} ({what}) is not valid JSON: {err}") from err
+
+
+def check_image_root(image_root: Path, json_path: Path) -> None:
     if not image_root.is_dir():
         raise FileNotFoundError(f"image root directory not found: {image_root} (images for {json_path})")
-    with json_path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{json_path} is not a Karpathy split file: expected a top-level 'images' list")
-    entries = [e for e in data["images"] if SPLIT_ALIASES.get(e.get("split"), e.get("split")) == split]
-    result = _entries_to_split(entries, image_root, json_path)
-    if result.image_paths and not os.path.isfile(result.image_paths[0]):
+
+
+def check_images_exist(split: RetrievalSplit, where: str) -> None:
+    """A wrong image root makes *every* path miss: fail then, naming one path. Some missing
+    files are dirty data, which the datamodule skips and counts instead."""
+    paths = split.image_paths
+    if paths and not os.path.isfile(paths[0]) and not any(os.path.isfile(p) for p in paths):
         raise FileNotFoundError(
-            f"image file not found: {result.image_paths[0]} (listed in {json_path}; is image_root right?)"
+            f"image file not found: {paths[0]} (none of the {len(paths):,} images of {where} exist; "
+            f"is the image root right?)"
         )
-    return result
 
 
 def _entries_to_split(entries: list[dict[str, Any]], image_root: Path, json_path: Path) -> RetrievalSplit:
@@ -156,3 +195,53 @@ def _image_entry(
         for raw, sentid in zip(captions, sentids)
     ]
     return entry
+
+
+def screen_split(split: RetrievalSplit, drop_missing_images: bool) -> tuple[RetrievalSplit, list[tuple[str, str]]]:
+    """Drop what is bad without opening an image: empty/whitespace captions and (if asked) images
+    whose file is not on disk, with the captions they leave behind; images left without a caption
+    go too when ``drop_missing_images`` (they cannot be trained on).
+
+    Returns the cleaned split and the ``(reason, key)`` of everything dropped (key: file name, or
+    ``file name#caption number`` for a caption). Evaluation splits keep missing images (protocol
+    sizes and 1K folds stay fixed): their loader scores them as blank and reports them.
+    """
+    skips: list[tuple[str, str]] = []
+    keep_image = [True] * split.num_images
+    if drop_missing_images:
+        for i, path in enumerate(split.image_paths):
+            if not os.path.isfile(path):
+                keep_image[i] = False
+                skips.append(("missing_file", os.path.basename(path)))
+    keep_caption = []
+    seen_per_image = [0] * split.num_images
+    for caption, image in zip(split.captions, split.text_to_image):
+        ok = keep_image[image] and bool(caption.strip())
+        if keep_image[image] and not ok:
+            skips.append(("empty_caption", f"{os.path.basename(split.image_paths[image])}#{seen_per_image[image]}"))
+        seen_per_image[image] += 1
+        keep_caption.append(ok)
+    if drop_missing_images:
+        has_caption = [False] * split.num_images
+        for image, ok in zip(split.text_to_image, keep_caption):
+            has_caption[image] = has_caption[image] or ok
+        keep_image = [k and c for k, c in zip(keep_image, has_caption)]
+    if not skips and all(keep_image):
+        return split, skips
+    return _subset(split, keep_image, keep_caption), skips
+
+
+def _subset(split: RetrievalSplit, keep_image: list[bool], keep_caption: list[bool]) -> RetrievalSplit:
+    new_position = {}
+    for i, keep in enumerate(keep_image):
+        if keep:
+            new_position[i] = len(new_position)
+    pairs = [(c, new_position[i]) for c, i, k in zip(split.captions, split.text_to_image, keep_caption)
+             if k and i in new_position]
+    return RetrievalSplit(
+        [p for p, k in zip(split.image_paths, keep_image) if k],
+        [c for c, _ in pairs],
+        [i for _, i in pairs],
+        [x for x, k in zip(split.image_ids, keep_image) if k],
+        None if split.scenes is None else [s for s, k in zip(split.scenes, keep_image) if k],
+    )

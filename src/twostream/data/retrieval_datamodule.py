@@ -8,6 +8,13 @@ Batch contract (default collate; captions stay a list of str, tokenised by the m
 - train:          {"image": float[B,3,H,W], "caption": list[str], "image_index": long[B], "text_index": long[B]}
 - eval images:    {"image": float[B,3,H,W], "image_index": long[B]}
 - eval captions:  {"caption": list[str], "text_index": long[B], "image_index": long[B]}
+Any batch may also carry ``"skipped"``: list of (reason, sample key) for dirty samples replaced
+since the previous item (see :mod:`twostream.data.health`); the model ignores it.
+
+Dirty data: empty captions (all splits) and missing image files (train) are dropped when a split
+is loaded and listed in ``load_skips``; an image that fails to decode is replaced in training by
+the next good image (fixed batch shapes for DDP) and scored as a blank image in evaluation (fixed
+protocol sizes).
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name
+from twostream.data.health import SkipLog, SkipReason, collate_with_skips
+from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name, screen_split
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,6 +74,20 @@ def build_image_transform(
 def load_rgb(path: str) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def try_load_rgb(path: str) -> tuple[Image.Image | None, str | None]:
+    """(image, None), or (None, reason) when the file is missing or does not decode.
+
+    Any decoder exception counts: truncated and random-byte JPEGs raise OSError, but broken
+    headers also give SyntaxError/ValueError/EOFError depending on the plugin.
+    """
+    try:
+        return load_rgb(path), None
+    except FileNotFoundError:
+        return None, SkipReason.MISSING_FILE
+    except Exception:  # noqa: BLE001 - dirty data is skipped and counted, never a crash
+        return None, SkipReason.CORRUPT_IMAGE
 
 
 class EpochKeySampler(Sampler[int]):
@@ -116,15 +138,29 @@ class RetrievalTrainDataset(Dataset):
         return self.split.num_images
 
     def __getitem__(self, key: int) -> dict[str, Any]:
-        index = key % len(self)
+        index, image, log = self._first_good_image(key % len(self))
         options = self.captions_of[index]
         text_index = options[random.Random(self.seed * 1_000_003 + key).randrange(len(options))]
-        return {
-            "image": self.transform(load_rgb(self.split.image_paths[index])),
+        return log.attach({
+            "image": self.transform(image),
             "caption": self.split.captions[text_index],
             "image_index": index,
             "text_index": text_index,
-        }
+        })
+
+    def _first_good_image(self, index: int) -> tuple[int, Image.Image, SkipLog]:
+        """Image ``index``, or if it is bad the next good one (wrapping): deterministic, so a
+        resumed run substitutes the same image; only the requested item counts as skipped."""
+        log = SkipLog()
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
+            image, reason = try_load_rgb(self.split.image_paths[candidate])
+            if image is not None:
+                return candidate, image, log
+            if step == 0:
+                log.add(reason, os.path.basename(self.split.image_paths[candidate]))
+        raise RuntimeError(f"none of the {len(self):,} training images could be read (first: "
+                           f"{self.split.image_paths[0]}); check the image root and the files")
 
 
 class RetrievalImageDataset(Dataset):
@@ -137,7 +173,14 @@ class RetrievalImageDataset(Dataset):
         return self.split.num_images
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.transform(load_rgb(self.split.image_paths[index])), "image_index": index}
+        """A bad image is scored as a blank one (so the protocol keeps its size and folds) and reported."""
+        path = self.split.image_paths[index]
+        image, reason = try_load_rgb(path)
+        log = SkipLog()
+        if image is None:
+            log.add(reason, os.path.basename(path))
+            image = Image.new("RGB", (32, 32))
+        return log.attach({"image": self.transform(image), "image_index": index})
 
 
 class RetrievalCaptionDataset(Dataset):
@@ -183,19 +226,30 @@ class RetrievalDataModule(L.LightningDataModule):
         self.train_augment = train_augment
         self.pin_memory = pin_memory
         self._splits: dict[str, RetrievalSplit] = {}
+        self.load_skips: list[tuple[str, str]] = []  # (reason, key) dropped while reading splits
 
     def load_split(self, name: str) -> RetrievalSplit:
         """Read split ``name`` ("train" | "val" | "test") from wherever this source keeps it."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_split(name)")
 
+    def split_source(self, name: str) -> str:
+        """Where split ``name`` is read from, for error messages (subclasses name their file)."""
+        return type(self).__name__
+
+    def eval_num_folds(self, split_name: str) -> int:
+        """Folds the evaluation of ``split_name`` is averaged over (COCO 1K: 5); 1 = whole split."""
+        return 1
+
     def get_split(self, name: str) -> RetrievalSplit:
-        """The split, loaded once and cached (e.g. for scene-level evaluation)."""
+        """The split, loaded once, screened for dirty entries (see :func:`screen_split`), cached."""
         check_split_name(name)
         if name not in self._splits:
-            split = self.load_split(name)
+            split, skips = screen_split(self.load_split(name), drop_missing_images=name == "train")
+            self.load_skips.extend(skips)
             if split.num_images == 0 or split.num_captions == 0:
-                raise ValueError(f"{type(self).__name__}: split {name!r} is empty ({split.num_images} images, "
-                                 f"{split.num_captions} captions); refusing to run on no data")
+                raise ValueError(f"{type(self).__name__}: split {name!r} of {self.split_source(name)} is empty "
+                                 f"({split.num_images} images, {split.num_captions} captions after dropping "
+                                 f"{len(skips)} bad entries); refusing to run on no data")
             self._splits[name] = split
         return self._splits[name]
 
@@ -239,4 +293,5 @@ class RetrievalDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_with_skips,
         )

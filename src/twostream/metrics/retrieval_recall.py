@@ -16,7 +16,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from twostream.metrics.ranking import rank_retrieval
+from twostream.metrics.ranking import rank_folds
 
 
 class RetrievalRecall(Metric):
@@ -27,16 +27,26 @@ class RetrievalRecall(Metric):
     dataset order and drop the duplicates DistributedSampler pads the last batch with.
     Embeddings are scored as given (dot product): normalise them before ``update`` if you
     want cosine similarity.
+
+    ``num_folds > 1`` is the COCO 1K protocol: images are cut into that many contiguous equal
+    folds by image index (captions follow their image), each fold is ranked on its own, and every
+    output is the mean over folds. ``i2t_medr``/``t2i_medr`` are the median 1-based rank of the
+    best positive (see :func:`rank_retrieval`).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, ks: tuple[int, ...] = (1, 5, 10), chunk_bytes: int = 256 * 2**20, **kwargs: Any) -> None:
+    def __init__(
+        self, ks: tuple[int, ...] = (1, 5, 10), chunk_bytes: int = 256 * 2**20, num_folds: int = 1, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.ks = tuple(int(k) for k in ks)
         self.chunk_bytes = int(chunk_bytes)
+        if int(num_folds) < 1:
+            raise ValueError(f"num_folds must be >= 1, got {num_folds}")
+        self.num_folds = int(num_folds)
         for name in ("image_emb", "image_index", "text_emb", "text_index", "text_image_index"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -69,7 +79,7 @@ class RetrievalRecall(Metric):
         txt_emb, t2i = _dedup_in_order(
             "text", dim_zero_cat(self.text_emb), dim_zero_cat(self.text_index), dim_zero_cat(self.text_image_index)
         )
-        res = rank_retrieval(img_emb, txt_emb, t2i, ks=self.ks, chunk_bytes=self.chunk_bytes)
+        res = rank_folds(img_emb, txt_emb, t2i, self.num_folds, ks=self.ks, chunk_bytes=self.chunk_bytes)
         return {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in res.items()}
 
 
