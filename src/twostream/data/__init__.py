@@ -27,6 +27,8 @@ from twostream.data.retrieval_datamodule import (
 )
 from twostream.data.synthetic_datamodule import SyntheticShapesDataModule, ensure_shapes_dataset
 from twostream.data.synthetic_shapes import Scene, ShapeObject, ShapesConfig, render_scene
+from twostream.data.msrvtt import MSRVTTDataModule
+from twostream.data.synthetic_video_datamodule import SyntheticVideoDataModule, ensure_video_dataset
 from twostream.data.webdataset_stream import WebDatasetDataModule, WebImageTextStream, expand_shards
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "CocoDataModule",
     "DataQualityError",
     "Flickr30kDataModule",
+    "MSRVTTDataModule",
     "RetrievalCaptionDataset",
     "RetrievalDataModule",
     "RetrievalImageDataset",
@@ -48,12 +51,14 @@ __all__ = [
     "ShapesConfig",
     "SkipReason",
     "SyntheticShapesDataModule",
+    "SyntheticVideoDataModule",
     "WebDatasetDataModule",
     "WebImageTextStream",
     "build_image_transform",
     "check_bad_fraction",
     "collate_with_skips",
     "ensure_shapes_dataset",
+    "ensure_video_dataset",
     "expand_shards",
     "read_albef",
     "read_karpathy",

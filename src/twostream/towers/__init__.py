@@ -2,5 +2,6 @@
 from twostream.towers.base import TowerOutput
 from twostream.towers.hf_text import HFTextTower
 from twostream.towers.open_clip_towers import OpenCLIPTextTower, OpenCLIPVisionTower
+from twostream.towers.video import VideoTower
 
-__all__ = ["TowerOutput", "OpenCLIPVisionTower", "OpenCLIPTextTower", "HFTextTower"]
+__all__ = ["TowerOutput", "OpenCLIPVisionTower", "OpenCLIPTextTower", "HFTextTower", "VideoTower"]
