@@ -4,6 +4,10 @@ VENV     ?= .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 CONFIG   ?= experiments/pretrain/default.yaml
+TOKENIZER := runs/tokenizer/vqvae.pt
+SEEDS    ?= 3
+# configs with masked vision modeling need the visual tokenizer: build it first when missing
+NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2>/dev/null)),$(TOKENIZER))
 PYTEST_ARGS ?=
 # CPU machines pin exact versions (and get the CPU torch wheel); GPU machines resolve freely.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
@@ -14,10 +18,12 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain test bench clean-runs help
+.PHONY: install pretrain tokenizer ablate test bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
+	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
+	@echo "make ablate [SEEDS=3] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 
@@ -32,14 +38,28 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt src/twostream/install_fix
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
-pretrain: $(STAMP)
+pretrain: $(STAMP) $(NEEDS_TOKENIZER)
 	$(BIN)/twostream fit --config $(CONFIG)
+
+tokenizer: $(STAMP)
+	$(BIN)/twostream fit --config experiments/tokenizer/vqvae.yaml
+
+$(TOKENIZER):
+	$(MAKE) tokenizer
+
+ablate: $(STAMP) $(TOKENIZER)
+	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
+		--schedule experiments/ablations/cots_schedule.yaml --rows experiments/ablations/cots --seeds $(SEEDS) \
+		--out experiments/results/cots_ablation$(if $(ABLATE_FAST),_fast) $(if $(ABLATE_FAST),--fast)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/recall_eval.py
+	$(BIN)/python experiments/benchmarks/cots_step.py
+	$(BIN)/python experiments/benchmarks/data_images.py
+	$(BIN)/python experiments/benchmarks/data_video.py
 
 clean-runs:
 	rm -rf runs lightning_logs

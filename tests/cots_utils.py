@@ -18,7 +18,7 @@ def tiny_tokenizer(path: Path) -> Path:
     return path
 
 
-def cots_override(tmp: Path, heads: list[dict] | None = None, **model: object) -> Path:
+def cots_override(tmp: Path, heads: list[dict] | str | None = None, momentum: float | None = None, **model: object) -> Path:
     """YAML with tiny towers (32 px images, width 32, 1 layer) and the heads of cots.yaml, tokenizer in tmp."""
     tok = str(tiny_tokenizer(tmp / "tok.pt"))
     if heads is None:
@@ -31,9 +31,17 @@ def cots_override(tmp: Path, heads: list[dict] | None = None, **model: object) -
             "text": {"class_path": "twostream.towers.OpenCLIPTextTower", "init_args": {
                 "embed_dim": 32, "config": {"context_length": 16, "width": 32, "heads": 2, "layers": 1,
                                             "vocab_size": 49409, "no_causal_mask": True}}},
-            "embed_dim": 32, "heads": heads, "warmup_steps": 2, **model}
+            "embed_dim": 32, "warmup_steps": 2, **model}
+    if heads != "keep":  # "keep": leave the heads of the config(s) before this one
+        init["heads"] = heads
+    config: dict = {"model": {"init_args": init}}
+    if momentum is not None:  # replaces cots.yaml's callback list
+        config["trainer"] = {"callbacks": [
+            {"class_path": "twostream.callbacks.MomentumQueueCallback", "init_args": {"momentum": momentum}},
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True, "save_top_k": 0}},
+            {"class_path": "twostream.callbacks.RunSummary"}]}
     path = tmp / f"override_{len(list(tmp.glob('override_*.yaml')))}.yaml"
-    path.write_text(yaml.safe_dump({"model": {"init_args": init}}))
+    path.write_text(yaml.safe_dump(config))
     return path
 
 

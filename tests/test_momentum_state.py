@@ -108,3 +108,17 @@ def test_filter_rejects_bad_settings():
         AdaptiveMomentumFilter(momentum=1.0)
     with pytest.raises(ConfigError, match="k"):
         AdaptiveMomentumFilter(k=0)
+
+
+def test_margin_score_ignores_a_shift_of_every_similarity():
+    f = AdaptiveMomentumFilter()
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    txt = torch.nn.functional.normalize(img + 0.3 * torch.randn(6, 8), dim=-1)
+    txt[2] = torch.nn.functional.normalize(torch.randn(8), dim=-1)  # a mismatched pair
+    scores = f.pair_scores(img, txt)
+    sim = img @ txt.T
+    expected_0 = sim[0, 0] - 0.5 * (sim[0, 1:].mean() + sim[1:, 0].mean())
+    torch.testing.assert_close(scores[0], expected_0)
+    assert scores.argmin() == 2
+    assert AdaptiveMomentumFilter(score="cosine").pair_scores(img, txt).tolist() == sim.diagonal().tolist()

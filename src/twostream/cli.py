@@ -17,11 +17,15 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 # Tokenizing in the model's on_before_batch_transfer is deliberate (see TwoStreamEncoder).
 warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
+# Frozen modules (the MVM visual tokenizer) stay in eval mode on purpose.
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 # Imported so configs may name these classes by their short name (``class_path: InBatchContrastive``).
 import twostream.callbacks  # noqa: E402,F401
 import twostream.data  # noqa: E402,F401
 import twostream.encoder  # noqa: E402,F401
 import twostream.objectives  # noqa: E402,F401
+import twostream.state  # noqa: E402,F401
+import twostream.tokenizer  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
 from twostream.config_hints import HintingArgumentParser  # noqa: E402
 

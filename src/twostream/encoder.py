@@ -175,7 +175,7 @@ class TwoStreamEncoder(L.LightningModule):
             carry.update(image_key=out.image_key, text_key=out.text_key, ids=batch["image_index"])
         if "filter" in self.state:
             keys = (out.image_key, out.text_key) if out.image_key is not None else (out.image_emb, out.text_emb)
-            out.similarity = (keys[0] * keys[1]).sum(-1).detach()
+            out.similarity = self.state["filter"].pair_scores(keys[0].detach(), keys[1].detach())
             out.keep = self.state["filter"].keep_mask(out.similarity)
             carry.update(similarity=out.similarity, keep=out.keep)
             self._log_filter(out, batch)
@@ -191,6 +191,13 @@ class TwoStreamEncoder(L.LightningModule):
             self.log_dict({"train/filter_dropped_noisy": (dropped * noisy).sum() / noisy.sum().clamp(min=1),
                            "train/filter_dropped_clean": (dropped * ~noisy).sum() / (~noisy).sum().clamp(min=1)},
                           batch_size=bs)
+
+    def setup(self, stage: str) -> None:
+        """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "eval_num_folds"):
+            self.val_recall.num_folds = dm.eval_num_folds("val")
+            self.test_recall.num_folds = dm.eval_num_folds("test")
 
     def on_fit_start(self) -> None:
         from twostream.callbacks.momentum_queue import MomentumQueueCallback

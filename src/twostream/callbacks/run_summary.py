@@ -26,7 +26,8 @@ class RunSummary(L.Callback):
     """After testing: print the recall table and write ``metrics.json`` (percent) into the run dir.
 
     ``metrics.json`` holds the test recalls under plain keys (``i2t_r1`` ... ``rsum``), the median
-    and mean ranks, and ``fit_wall_s`` (seconds of the preceding fit in this process, if any).
+    and mean ranks, ``fit_wall_s`` (seconds of the preceding fit in this process, if any) and, when
+    the datamodule names its splits (MSR-VTT), ``splits``.
     """
 
     def __init__(self, filename: str = "metrics.json"):
@@ -48,6 +49,9 @@ class RunSummary(L.Callback):
                    if k.startswith("test/")}
         if self.fit_wall_s is not None:
             metrics["fit_wall_s"] = round(self.fit_wall_s, 1)
+        split_names = getattr(trainer.datamodule, "split_names", None) if trainer.datamodule is not None else None
+        if split_names:  # e.g. MSR-VTT {"train": "9k", "test": "1k-A"}: results tables name the split
+            metrics["splits"] = dict(split_names)
         out_dir = run_dir(trainer)
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, self.filename)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from twostream.data.karpathy import RetrievalSplit, read_karpathy, write_karpathy
@@ -90,7 +92,12 @@ def _provenance(rec: SceneRecord, first_id: int) -> dict:
 
 
 class SyntheticShapesDataModule(RetrievalDataModule):
-    """Synthetic shapes retrieval data (see ``synthetic_shapes``); sizes are numbers of images."""
+    """Synthetic shapes retrieval data (see ``synthetic_shapes``); sizes are numbers of images.
+
+    ``caption_noise``: fraction of *training* images whose captions are swapped with another noisy
+    image's (a derangement, seeded by ``seed``), imitating mismatched web pairs; training batches then
+    carry a bool ``noisy`` so a noise filter's precision can be logged. Evaluation splits stay clean.
+    """
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class SyntheticShapesDataModule(RetrievalDataModule):
         train_augment: bool = False,
         pin_memory: bool = False,
         progress: bool = True,
+        caption_noise: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -121,8 +129,12 @@ class SyntheticShapesDataModule(RetrievalDataModule):
             train_augment=train_augment,
             pin_memory=pin_memory,
         )
+        if not 0.0 <= caption_noise < 1.0:
+            raise ValueError(f"caption_noise: expected a fraction in [0, 1), got {caption_noise}")
         self.root = root
         self.progress = progress
+        self.caption_noise = caption_noise
+        self.noisy_images: frozenset[int] = frozenset()
         self.config = ShapesConfig(
             num_train, num_val, num_test, captions_per_image, distractor_fraction, seed, image_size
         )
@@ -138,4 +150,21 @@ class SyntheticShapesDataModule(RetrievalDataModule):
     def load_split(self, name: str) -> RetrievalSplit:
         # Generating here too (a no-op when prepare_data ran) lets setup()/get_split() work alone.
         directory = ensure_shapes_dataset(self.root, self.config, progress=self.progress)
-        return read_karpathy(directory / JSON_NAME, directory / IMAGES_DIR, name)
+        split = read_karpathy(directory / JSON_NAME, directory / IMAGES_DIR, name)
+        if name == "train" and self.caption_noise > 0:
+            split = self._shuffle_captions(split)
+        return split
+
+    def _shuffle_captions(self, split: RetrievalSplit) -> RetrievalSplit:
+        """Move the captions of a random ``caption_noise`` share of images one step along a random cycle."""
+        rng = random.Random(self.config.seed + 7919)
+        cycle = rng.sample(range(split.num_images), max(2, round(self.caption_noise * split.num_images)))
+        moved = {src: dst for src, dst in zip(cycle, cycle[1:] + cycle[:1])}
+        self.noisy_images = frozenset(cycle)
+        return dataclasses.replace(split, text_to_image=[moved.get(i, i) for i in split.text_to_image])
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.noisy_images and "caption" in batch and "image" in batch and self.trainer and self.trainer.training:
+            noisy = torch.tensor(sorted(self.noisy_images), device=batch["image_index"].device)
+            batch["noisy"] = torch.isin(batch["image_index"], noisy)
+        return batch

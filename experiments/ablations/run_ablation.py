@@ -1,0 +1,138 @@
+"""Run every ablation row for N seeds and write a mean ± std table, a JSON file and a PNG plot.
+
+    python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
+        --rows experiments/ablations/cots --seeds 3 --out experiments/results/cots_ablation
+
+Each row is a small override YAML applied on top of ``--base`` (and ``--schedule``: sizes and
+epochs shared by all rows); each (row, seed) is one
+``python -m twostream fit`` subprocess (the user's entry point) whose metrics.json is collected.
+Finished runs are reused (``--rerun`` to ignore them), so an interrupted sweep continues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
+        "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1"]
+
+
+def row_title(path: Path) -> str:
+    """The first comment line of the row file, without the leading '# Row N:'."""
+    first = path.read_text().splitlines()[0].lstrip("# ").strip()
+    return first.split(":", 1)[1].strip() if first.lower().startswith("row") and ":" in first else path.stem
+
+
+def run_one(base: list[str], row: Path, seed: int, workdir: Path, extra: list[str], rerun: bool) -> tuple[dict, float]:
+    name = f"{row.stem}_seed{seed}"
+    metrics_file = workdir / name / "metrics.json"
+    if metrics_file.exists() and not rerun:
+        print(f"[reuse] {name}")
+        saved = json.loads(metrics_file.read_text())
+        return saved, float(saved.get("fit_wall_s", 0.0))
+    configs = [arg for path in [*base, str(row)] for arg in ("--config", path)]
+    cmd = [sys.executable, "-m", "twostream", "fit", *configs,
+           f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={workdir.parent}",
+           f"--trainer.logger.init_args.name={workdir.name}", f"--trainer.logger.init_args.version={name}",
+           "--trainer.enable_progress_bar=false", *extra]
+    print(f"[run] {name}: {' '.join(cmd[2:])}", flush=True)
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    found = next((workdir / name).rglob("metrics.json"), None)
+    if found is None:
+        raise SystemExit(f"{name}: no metrics.json under {workdir / name} (is RunSummary in the base config?)")
+    metrics = json.loads(found.read_text())
+    metrics["fit_wall_s"] = metrics.get("fit_wall_s", wall)
+    print(f"[done] {name} in {wall:.0f} s: rsum {metrics['rsum']:.2f}", flush=True)
+    return metrics, wall
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    out = {}
+    for row, runs in results.items():
+        out[row] = {m: (statistics.mean(r[m] for r in runs), statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0)
+                    for m in METRICS}
+    return out
+
+
+def write_table(path: Path, titles: dict[str, str], summary: dict, seeds: int, header: str, wall: float) -> None:
+    lines = [header, "", f"Mean ± std over {seeds} seed(s); recalls in percent on the embedded synthetic test split. "
+             f"Total wall time of the sweep: {wall / 60:.1f} min.", "",
+             "| row | " + " | ".join(m.replace("_", " ").upper() for m in METRICS) + " |",
+             "|---|" + "---:|" * len(METRICS)]
+    for row, stats in summary.items():
+        cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in (stats[m] for m in METRICS)]
+        lines.append(f"| {titles[row]} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, titles: dict[str, str], summary: dict, results: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summary)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    means = [summary[r]["rsum"][0] for r in rows]
+    stds = [summary[r]["rsum"][1] for r in rows]
+    ax.barh(range(len(rows)), means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=4)
+    for i, r in enumerate(rows):  # every seed as a dot: the spread is part of the result
+        ax.scatter([run["rsum"] for run in results[r]], [i] * len(results[r]), color="black", s=12, zorder=3)
+    ax.set_yticks(range(len(rows)), [titles[r] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("RSUM (sum of I2T and T2I R@1/5/10), mean ± std; dots = seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True)
+    p.add_argument("--schedule", default=None, help="YAML applied after --base and before each row (sizes, epochs)")
+    p.add_argument("--rows", required=True, help="folder of override YAMLs, run in name order")
+    p.add_argument("--only", nargs="*", default=None, help="row file stems to run (default: all)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", required=True, help="output path without suffix (.md, .json, .png are written)")
+    p.add_argument("--workdir", default="runs/ablations/cots")
+    p.add_argument("--fast", action="store_true", help="small data, 1 epoch, 1 seed: a quick look")
+    p.add_argument("--rerun", action="store_true")
+    p.add_argument("--title", default="COTS ablation (mini-scale)")
+    args, extra = p.parse_known_args(argv)
+    rows = sorted(Path(args.rows).glob("*.yaml"))
+    if args.only:
+        rows = [r for r in rows if r.stem in args.only]
+    if not rows:
+        raise SystemExit(f"--rows {args.rows}: no *.yaml row files found")
+    seeds = 1 if args.fast else args.seeds
+    extra = (FAST if args.fast else []) + extra
+    workdir = Path(args.workdir + ("_fast" if args.fast else ""))
+    start = time.time()
+    base = [args.base] + ([args.schedule] if args.schedule else [])
+    results = {r.stem: [run_one(base, r, s, workdir, extra, args.rerun)[0] for s in range(seeds)] for r in rows}
+    wall = time.time() - start
+    titles = {r.stem: row_title(r) for r in rows}
+    summary = summarise(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    header = f"# {args.title}{' — FAST (not for reporting)' if args.fast else ''}\n\nCommand: `{command}`"
+    write_table(out.with_suffix(".md"), titles, summary, seeds, header, wall)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "seeds": seeds, "wall_s": wall, "titles": titles,
+                                                    "runs": results, "summary": summary}, indent=1) + "\n")
+    plot(out.with_suffix(".png"), titles, summary, results)
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
