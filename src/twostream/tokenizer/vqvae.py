@@ -45,8 +45,9 @@ class VectorQuantizer(nn.Module):
     """Cosine-similarity codebook with usage bookkeeping for dead-code restarts.
 
     Buffers (saved with the model, so a resumed run keeps counting): ``step`` (optimizer steps
-    seen), ``last_used`` (step each code was last chosen, -1 = never) and ``born`` (step it was
-    last (re)initialised). A code is dead when ``step - max(last_used, born) >= dead_after``.
+    completed), ``last_used`` (step during which each code was last chosen, -1 = never) and
+    ``born`` (first step after its last (re)initialisation). A code is dead once it went
+    ``dead_after`` whole steps unchosen: ``step - max(last_used + 1, born) >= dead_after``.
     """
 
     def __init__(self, codebook_size: int, code_dim: int, beta: float) -> None:
@@ -89,12 +90,13 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def dead_mask(self, dead_after: int) -> torch.Tensor:
-        return self.step - torch.maximum(self.last_used, self.born) >= dead_after
+        return self.step - torch.maximum(self.last_used + 1, self.born) >= dead_after
 
     @torch.no_grad()
     def usage(self, window: int) -> float:
-        """Fraction of codes chosen within the last ``window`` steps (including the current one)."""
-        return ((self.last_used >= 0) & (self.step - self.last_used < window)).float().mean().item()
+        """Fraction of codes chosen in the last ``window`` steps (usage is recorded at the step
+        that :meth:`restart_dead` then closes)."""
+        return ((self.last_used >= 0) & (self.last_used >= self.step - window)).float().mean().item()
 
     @torch.no_grad()
     def restart_dead(self, latents: torch.Tensor, dead_after: int) -> int:
@@ -129,20 +131,22 @@ class VisualTokenizer(nn.Module):
 
     Args:
         in_channels: image channels.
-        hidden: conv channels of encoder and decoder.
+        hidden: conv channels at the token grid (encoder end, decoder start).
         downsample: pixels per token side, a power of 2 >= 2 (one stride-2 conv per factor 2).
         codebook_size: number of visual-token ids.
         code_dim: dimension of the (L2-normalised) code space; low (e.g. 32) keeps codes alive.
         beta: commitment weight of the VQ-VAE loss.
         num_res_blocks: residual blocks after the encoder's and before the decoder's resampling.
         res_hidden: channels inside a residual block (default ``hidden // 2``).
+        min_channels: the stride-2 stages halve ``hidden`` toward full resolution, down to this
+            (``min_channels=hidden``: the paper's constant width, ~6x the compute at hidden=64).
     """
 
     def __init__(self, in_channels: int = 3, hidden: int = 64, downsample: int = 8, codebook_size: int = 512,
                  code_dim: int = 32, beta: float = 0.25, num_res_blocks: int = 2,
-                 res_hidden: int | None = None) -> None:
+                 res_hidden: int | None = None, min_channels: int = 16) -> None:
         super().__init__()
-        _check_positive(in_channels=in_channels, hidden=hidden, code_dim=code_dim)
+        _check_positive(in_channels=in_channels, hidden=hidden, code_dim=code_dim, min_channels=min_channels)
         if downsample < 2 or downsample & (downsample - 1):
             raise ValueError(f"downsample: expected a power of 2 >= 2 (e.g. 8), got {downsample}")
         if codebook_size < 2:
@@ -152,13 +156,16 @@ class VisualTokenizer(nn.Module):
         res_hidden = res_hidden or max(1, hidden // 2)
         self.config = dict(in_channels=in_channels, hidden=hidden, downsample=downsample,
                            codebook_size=codebook_size, code_dim=code_dim, beta=beta,
-                           num_res_blocks=num_res_blocks, res_hidden=res_hidden)
+                           num_res_blocks=num_res_blocks, res_hidden=res_hidden, min_channels=min_channels)
         self.in_channels, self.codebook_size, self.downsample = in_channels, codebook_size, downsample
         stages = int(math.log2(downsample))
 
+        # widths[i]: channels after the i-th stride-2 stage; halving toward full resolution keeps
+        # the cost of the many-pixel stages small (min_channels=hidden gives the paper's constant width)
+        widths = [max(min(min_channels, hidden), hidden >> (stages - 1 - i)) for i in range(stages)]
         enc: list[nn.Module] = []
-        for i in range(stages):
-            enc += [nn.Conv2d(in_channels if i == 0 else hidden, hidden, 4, stride=2, padding=1), nn.ReLU()]
+        for i, width in enumerate(widths):
+            enc += [nn.Conv2d(in_channels if i == 0 else widths[i - 1], width, 4, stride=2, padding=1), nn.ReLU()]
         enc += [nn.Conv2d(hidden, hidden, 3, padding=1)]
         enc += [ResBlock(hidden, res_hidden) for _ in range(num_res_blocks)]
         enc += [nn.ReLU(), nn.Conv2d(hidden, code_dim, 1)]
@@ -168,10 +175,9 @@ class VisualTokenizer(nn.Module):
         dec: list[nn.Module] = [nn.Conv2d(code_dim, hidden, 3, padding=1)]
         dec += [ResBlock(hidden, res_hidden) for _ in range(num_res_blocks)]
         dec += [nn.ReLU()]
-        for i in range(stages):
-            last = i == stages - 1
-            dec += [nn.ConvTranspose2d(hidden, in_channels if last else hidden, 4, stride=2, padding=1)]
-            if not last:
+        for i in reversed(range(stages)):  # widths[i] -> widths[i - 1], the last one to pixels
+            dec += [nn.ConvTranspose2d(widths[i], widths[i - 1] if i else in_channels, 4, stride=2, padding=1)]
+            if i:
                 dec += [nn.ReLU()]
         self.decoder = nn.Sequential(*dec)
 
