@@ -6,6 +6,7 @@ STAMP    := $(VENV)/.installed
 CONFIG   ?= experiments/pretrain/default.yaml
 TOKENIZER := runs/tokenizer/vqvae.pt
 SEEDS    ?= 3
+JOBS     ?= 2
 # configs with masked vision modeling need the visual tokenizer: build it first when missing
 NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2>/dev/null)),$(TOKENIZER))
 PYTEST_ARGS ?=
@@ -23,7 +24,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
-	@echo "make ablate [SEEDS=3] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
+	@echo "make ablate [SEEDS=3] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 
@@ -49,7 +50,7 @@ $(TOKENIZER):
 
 ablate: $(STAMP) $(TOKENIZER)
 	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
-		--schedule experiments/ablations/cots_schedule.yaml --rows experiments/ablations/cots --seeds $(SEEDS) \
+		--schedule experiments/ablations/cots_schedule.yaml --rows experiments/ablations/cots --seeds $(SEEDS) --jobs $(JOBS) \
 		--out experiments/results/cots_ablation$(if $(ABLATE_FAST),_fast) $(if $(ABLATE_FAST),--fast)
 
 test: $(STAMP)

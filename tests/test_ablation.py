@@ -20,7 +20,7 @@ def test_ablation_sweep_writes_mean_std_table_and_reuses_runs(tmp_path):
     cmd = [sys.executable, str(ROOT / "experiments" / "ablations" / "run_ablation.py"),
            "--base", str(ROOT / "experiments" / "pretrain" / "cots.yaml"),
            "--schedule", str(ROOT / "experiments" / "ablations" / "cots_schedule.yaml"), "--rows", str(ROOT / "experiments" / "ablations" / "cots"),
-           "--only", "1_itc", "7_full", "--seeds", "2", "--out", str(tmp_path / "abl"), "--workdir", "runs/abl",
+           "--only", "1_itc", "7_full", "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "abl"), "--workdir", "runs/abl",
            "--config", str(override), "--data.init_args.root=data", "--data.init_args.num_train=32",
            "--data.init_args.num_val=8", "--data.init_args.num_test=12", "--data.init_args.batch_size=16",
            "--data.init_args.image_size=32", "--data.init_args.num_workers=0", "--trainer.max_epochs=1",

@@ -152,5 +152,11 @@ def test_configuration_errors_are_clear(tmp_path):
     VisualTokenizer(downsample=16, hidden=16, codebook_size=32, code_dim=8).save(tmp_path / "t16.pt")
     with pytest.raises(ConfigError, match=r"\(2, 2\) token grid for \(32, 32\) images, but the vision tower has a \(4, 4\)"):
         encoder([MaskedVisionModeling(tokenizer=str(tmp_path / "t16.pt"))], queue=None)
+    from twostream.towers import VideoTower
+
+    video = encoder([], queue=None)
+    video.vision = VideoTower(video.vision, num_frames=2)
+    with pytest.raises(ConfigError, match="VideoTower cannot"):
+        MaskedVisionModeling(tokenizer=str(tmp_path / "t16.pt")).attach(video, video.state)
     with pytest.raises(FileNotFoundError, match="make tokenizer"):
         encoder([MaskedVisionModeling(tokenizer=str(tmp_path / "missing.pt"))], queue=None)

@@ -1,6 +1,7 @@
 """COTS token level, image side: predict the visual tokens of masked patches, helped by the caption."""
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import torch
@@ -43,8 +44,11 @@ class MaskedVisionModeling(LossHead):
         super().attach(encoder, state)
         from twostream.tokenizer import VisualTokenizer
 
-        self.tokenizer = VisualTokenizer.from_file(self.tokenizer_path)
         vision = encoder.vision
+        if "patch_mask" not in inspect.signature(vision.forward).parameters:
+            raise ConfigError(f"MaskedVisionModeling needs a vision tower that can mask input patches "
+                              f"(OpenCLIPVisionTower); {type(vision).__name__} cannot")
+        self.tokenizer = VisualTokenizer.from_file(self.tokenizer_path)
         grid = tuple(getattr(vision, "grid_size", ()))
         token_grid = tuple(self.tokenizer.grid_size(tuple(vision.image_size)))
         if not grid or token_grid != grid:
