@@ -19,10 +19,11 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain tokenizer ablate test bench clean-runs help
+.PHONY: install pretrain finetune tokenizer ablate test bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
+	@echo "make finetune [PRETRAINED=ckpt]    fine-tune the newest make-pretrain checkpoint on new embedded data"
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
 	@echo "make ablate [SEEDS=3] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
 	@echo "make test                          CPU, offline test suite"
@@ -41,6 +42,14 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt src/twostream/install_fix
 
 pretrain: $(STAMP) $(NEEDS_TOKENIZER)
 	$(BIN)/twostream fit --config $(CONFIG)
+
+# newest `make pretrain` checkpoint unless PRETRAINED is given
+PRETRAINED ?= $(shell ls -t runs/default/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
+FINETUNE_CONFIG ?= experiments/finetune/synthetic.yaml
+
+finetune: $(STAMP)
+	@test -n "$(PRETRAINED)" && test -f "$(PRETRAINED)" || { echo "make finetune: no pre-trained checkpoint (runs/default/version_*/checkpoints/last.ckpt): run \`make pretrain\` first, or pass PRETRAINED=path/to/last.ckpt"; exit 2; }
+	$(BIN)/twostream fit --config $(FINETUNE_CONFIG) --model.init_args.init_from=$(PRETRAINED)
 
 tokenizer: $(STAMP)
 	$(BIN)/twostream fit --config experiments/tokenizer/vqvae.yaml
