@@ -10,13 +10,12 @@ import dataclasses
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from twostream.data.generated import generate_once
 from twostream.data.karpathy import RetrievalSplit, read_karpathy, write_karpathy
 from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD, RetrievalDataModule
 from twostream.data.synthetic_shapes import GENERATOR_VERSION, SceneRecord, ShapesConfig, generate_all, render_scene
@@ -35,21 +34,7 @@ def ensure_shapes_dataset(root: str | os.PathLike, cfg: ShapesConfig, progress: 
     Generation writes into a temporary sibling folder that is renamed into place at the end, so an
     interrupted run never leaves a half dataset that a later run would take for a finished one.
     """
-    final = dataset_dir(root, cfg)
-    if (final / JSON_NAME).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        _write_dataset(tmp, cfg, progress)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / JSON_NAME).is_file():  # re-raise unless another process finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return generate_once(dataset_dir(root, cfg), JSON_NAME, lambda tmp: _write_dataset(tmp, cfg, progress))
 
 
 def _write_dataset(out: Path, cfg: ShapesConfig, progress: bool) -> None:

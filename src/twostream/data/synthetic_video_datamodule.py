@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from twostream.data.generated import generate_once
 from twostream.data.karpathy import RetrievalSplit
 from twostream.data.msrvtt import DATA_JSON, MSRVTTDataModule
 from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD
@@ -33,21 +32,7 @@ def dataset_dir(root: str | os.PathLike, cfg: VideoShapesConfig) -> Path:
 def ensure_video_dataset(root: str | os.PathLike, cfg: VideoShapesConfig, progress: bool = True) -> Path:
     """The dataset folder for ``cfg``, generated first (into a temporary folder renamed into place,
     so an interrupted run never leaves a half dataset) if it does not exist yet."""
-    final = dataset_dir(root, cfg)
-    if (final / DATA_JSON).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        _write_dataset(tmp, cfg, progress)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / DATA_JSON).is_file():  # re-raise unless another process finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return generate_once(dataset_dir(root, cfg), DATA_JSON, lambda tmp: _write_dataset(tmp, cfg, progress))
 
 
 def _write_dataset(out: Path, cfg: VideoShapesConfig, progress: bool) -> None:
