@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/cots_step.py
 	$(BIN)/python experiments/benchmarks/data_images.py
 	$(BIN)/python experiments/benchmarks/data_video.py
+	$(BIN)/python experiments/benchmarks/collect_data.py
 
 clean-runs:
 	rm -rf runs lightning_logs

@@ -132,6 +132,7 @@ def test_cli_fit_and_test_on_coco_formats(fmt, tmp_path, capsys):
     out = capsys.readouterr().out
     metrics = json.loads((Path(cli.trainer.logger.log_dir) / "metrics.json").read_text())
     assert {"i2t_r1", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"} <= set(metrics)
+    assert cli.model.test_recall.num_folds == 5 and cli.model.val_recall.num_folds == 1  # COCO 1K: mean of 5 folds
     assert "data: dropped 8 annotation entries while reading splits — empty_caption 7, missing_file 1" in out
     assert "epoch 0: skipped 10 of 18 samples (55.6%) — empty_caption 7, corrupt_image 2, missing_file 1" in out
     assert (Path(cli.trainer.logger.log_dir) / "checkpoints" / "last.ckpt").is_file()

@@ -57,5 +57,6 @@ class RunSummary(L.Callback):
         path = os.path.join(out_dir, self.filename)
         with open(path, "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
-        print("\nTest retrieval (percent):\n" + format_table(metrics))
+        splits = ", ".join(f"{k}={v}" for k, v in metrics.get("splits", {}).items())
+        print("\nTest retrieval (percent)" + (f"; splits: {splits}" if splits else "") + ":\n" + format_table(metrics))
         print(f"run directory: {out_dir}\n")
