@@ -160,3 +160,22 @@ def test_configuration_errors_are_clear(tmp_path):
         MaskedVisionModeling(tokenizer=str(tmp_path / "t16.pt")).attach(video, video.state)
     with pytest.raises(FileNotFoundError, match="make tokenizer"):
         encoder([MaskedVisionModeling(tokenizer=str(tmp_path / "missing.pt"))], queue=None)
+
+
+def test_cli_refuses_a_queue_smaller_than_the_global_batch_and_a_missing_callback(tmp_path):
+    from cots_utils import cots_args, cots_override
+    from twostream.cli import run
+
+    override = cots_override(tmp_path, heads=[{"class_path": "twostream.objectives.MomentumContrastive"}])
+    with pytest.raises(ConfigError, match=r"queue_size \(8\) is smaller than the global batch \(16 per device x 1 "
+                                          r"devices x 2 accumulated = 32\)"):
+        run(["fit", *cots_args(tmp_path, override, "--model.init_args.momentum_queue.init_args.queue_size=8",
+                               "--trainer.accumulate_grad_batches=2")])
+    bare = cots_override(tmp_path, heads=[{"class_path": "twostream.objectives.MomentumContrastive"}], momentum=0.9)
+    import yaml
+
+    config = yaml.safe_load(bare.read_text())
+    config["trainer"]["callbacks"] = [cb for cb in config["trainer"]["callbacks"] if "MomentumQueue" not in cb["class_path"]]
+    bare.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="no callback updates it"):
+        run(["fit", *cots_args(tmp_path, bare)])
