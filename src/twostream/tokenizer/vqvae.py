@@ -11,7 +11,8 @@ and the loss ``MSE(x, x_hat) + ||sg(z) - e||^2 + beta * ||z - sg(e)||^2``.
 Our choices (after ViT-VQGAN, Yu et al. 2021, and the usual dead-code remedy): the encoder output
 is projected to a *low-dimensional* code space and both it and the codebook are L2-normalised, so
 the lookup is by cosine similarity; codes unused for many optimizer steps are restarted from
-current encoder outputs. Usage tracking and restarts are state changes and happen only in
+current encoder outputs; channels halve toward full resolution (``min_channels``) so a wide
+network fits a CPU budget. Usage tracking and restarts are state changes and happen only in
 :meth:`VectorQuantizer.mark_used` / :meth:`VectorQuantizer.restart_dead`, which the training
 module calls once per step, never in ``forward``. No batch norm or dropout, so ``encode`` gives the
 same ids in train and eval mode.
