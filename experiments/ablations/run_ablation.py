@@ -62,6 +62,12 @@ def run_one(base: list[str], row: Path, seed: int, workdir: Path, extra: list[st
     return metrics, wall
 
 
+def short_label(stem: str, title: str, width: int = 38) -> str:
+    """Plot label: the title up to its first parenthesis, cut to ``width`` characters."""
+    text = title.split(" (")[0].rstrip(".")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
     out = {}
     for row, runs in results.items():
@@ -90,13 +96,13 @@ def plot(path: Path, titles: dict[str, str], summary: dict, results: dict[str, l
     import matplotlib.pyplot as plt
 
     rows = list(summary)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.5))
     means = [summary[r]["rsum"][0] for r in rows]
     stds = [summary[r]["rsum"][1] for r in rows]
     ax.barh(range(len(rows)), means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=4)
     for i, r in enumerate(rows):  # every seed as a dot: the spread is part of the result
         ax.scatter([run["rsum"] for run in results[r]], [i] * len(results[r]), color="black", s=12, zorder=3)
-    ax.set_yticks(range(len(rows)), [titles[r] for r in rows])
+    ax.set_yticks(range(len(rows)), [short_label(r, titles[r]) for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("RSUM (sum of I2T and T2I R@1/5/10), mean ± std; dots = seeds")
     fig.tight_layout()
