@@ -13,9 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
+
+from twostream.data.synthetic_video import write_mp4
 
 WIDTH, HEIGHT = 40, 32  # not square: readers must resize/crop
 
@@ -36,16 +37,9 @@ def numbered_frames(n: int, width: int = WIDTH, height: int = HEIGHT) -> list[np
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 8, gop: int = 4) -> Path:
-    """H.264 mp4, keyframe every ``gop`` frames (no scene-cut keyframes), default B-frames."""
-    options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "1", "preset": "veryfast"}
+    """H.264 mp4 through the project's own writer, near-lossless (crf 1) so frame numbers survive."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options=options)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    write_mp4(path, frames, fps=fps, gop=gop, crf=1)
     return path
 
 
