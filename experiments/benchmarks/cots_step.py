@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from twostream.objectives import KLAlignment, MaskedLanguageModeling, MaskedVisi
 from twostream.state import AdaptiveMomentumFilter, MomentumQueue, ema_update_
 from twostream.tokenizer import VisualTokenizer
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
+from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MOMENTUM = 0.995
@@ -261,13 +261,7 @@ def bench_step(s: dict, tokenizer: str, steps: int, warmup: int, repeats: int) -
 
 # ------------------------------------------------------------------------------------ report
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines()
-        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Model name")), cpu)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "lightning": L.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg()),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 

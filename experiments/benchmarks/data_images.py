@@ -17,7 +17,6 @@ import datetime
 import io
 import json
 import os
-import platform
 import sys
 import tarfile
 import tempfile
@@ -29,6 +28,7 @@ import torch
 from PIL import Image
 
 from twostream.data import CLIP_MEAN, CLIP_STD, WebDatasetDataModule, build_image_transform
+from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIZE = 224
@@ -98,11 +98,7 @@ def timed(fn, *args) -> tuple[float, int]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     import datasets
     import torchvision
 

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import torch
 from PIL import Image
 
 from twostream.data.video_io import DecodeStats, decode_all_frames, read_clip, sample_frame_indices
+from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIZE, FPS, SECONDS, NUM_FRAMES = 224, 30, 10, 12
@@ -110,11 +110,7 @@ def run_gop(root: Path, gop: int, num_videos: int, rounds: int) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     return (f"nproc={os.cpu_count()}, {cpu}, PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), "
             f"torch {torch.__version__}, {datetime.datetime.now().isoformat(timespec='seconds')}")
 
