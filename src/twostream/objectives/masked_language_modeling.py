@@ -44,6 +44,8 @@ class MaskedLanguageModeling(LossHead):
         if not hasattr(encoder.text, "mlm_spec"):
             raise ConfigError(f"MaskedLanguageModeling: text tower {type(encoder.text).__name__} has no mlm_spec()")
         spec = encoder.text.mlm_spec(self.mask_token_id)
+        self.spec = spec  # a plain attribute: its embedding is the tower's own module, not a copy
+        self.register_buffer("special_ids", torch.tensor(spec.special_ids, dtype=torch.long), persistent=False)
         self.fuse = GlobalFusion(spec.token_dim, encoder.hparams.embed_dim, self.fusion_kind)
         vocab = spec.embedding.num_embeddings
         if self.tie_embeddings and spec.embedding.embedding_dim != spec.token_dim:
@@ -53,9 +55,9 @@ class MaskedLanguageModeling(LossHead):
         self.bias = nn.Parameter(torch.zeros(vocab))
 
     def forward(self, outputs, batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
-        spec = self.encoder.text.mlm_spec(self.mask_token_id)
+        spec = self.spec
         ids, attention = batch["input_ids"], batch["attention_mask"].bool()
-        special = torch.isin(ids, torch.tensor(spec.special_ids, device=ids.device))
+        special = torch.isin(ids, self.special_ids)
         masked_ids, selected = mask_tokens(ids, attention & ~special, spec.mask_token_id, spec.random_ids,
                                            outputs.generator, self.mask_prob, self.replace_mask, self.replace_random)
         tokens = self.encoder.text(masked_ids, attention).tokens
