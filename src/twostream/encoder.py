@@ -194,8 +194,8 @@ class TwoStreamEncoder(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "eval_num_folds"):
+        dm = self.trainer.datamodule
+        if hasattr(dm, "eval_num_folds"):
             self.val_recall.num_folds = dm.eval_num_folds("val")
             self.test_recall.num_folds = dm.eval_num_folds("test")
 
