@@ -9,6 +9,9 @@ SEEDS    ?= 3
 JOBS     ?= 2
 # configs with masked vision modeling need the visual tokenizer: build it first when missing
 NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2>/dev/null)),$(TOKENIZER))
+# COOKIE's frozen teachers: the towers of a default-config run
+TEACHER  := runs/teacher/teacher.ckpt
+NEEDS_TEACHER = $(if $(findstring $(TEACHER),$(shell cat $(CONFIG) 2>/dev/null)),$(TEACHER))
 PYTEST_ARGS ?=
 # CPU machines pin exact versions (and get the CPU torch wheel); GPU machines resolve freely.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
@@ -19,12 +22,13 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain finetune tokenizer ablate test bench clean-runs help
+.PHONY: install pretrain finetune tokenizer teacher ablate test bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
 	@echo "make finetune [PRETRAINED=ckpt]    fine-tune the newest make-pretrain checkpoint on new embedded data"
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
+	@echo "make teacher                       train COOKIE's frozen teachers (the default model) -> $(TEACHER)"
 	@echo "make ablate [SEEDS=3] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
@@ -40,7 +44,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt src/twostream/install_fix
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
-pretrain: $(STAMP) $(NEEDS_TOKENIZER)
+pretrain: $(STAMP) $(NEEDS_TOKENIZER) $(NEEDS_TEACHER)
 	$(BIN)/twostream fit --config $(CONFIG)
 
 # newest `make pretrain` checkpoint unless PRETRAINED is given
@@ -56,6 +60,14 @@ tokenizer: $(STAMP)
 
 $(TOKENIZER):
 	$(MAKE) tokenizer
+
+teacher: $(STAMP)
+	$(BIN)/twostream fit --config experiments/pretrain/default.yaml --trainer.logger.init_args.name=teacher
+	@mkdir -p $(dir $(TEACHER)) && cp "$$(ls -t runs/teacher/version_*/checkpoints/last.ckpt | head -n 1)" $(TEACHER)
+	@echo "teacher -> $(TEACHER)"
+
+$(TEACHER):
+	$(MAKE) teacher
 
 ablate: $(STAMP) $(TOKENIZER)
 	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \

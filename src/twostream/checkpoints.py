@@ -8,7 +8,7 @@ from torch import nn
 
 from twostream.errors import ConfigError
 
-TRANSFERRED = ("vision.", "text.", "image_proj.", "text_proj.", "log_temperature")
+TRANSFERRED = ("vision.", "text.", "shared.", "image_proj.", "text_proj.", "log_temperature")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -5,6 +5,8 @@ from twostream.objectives.kl_alignment import KLAlignment
 from twostream.objectives.masked_language_modeling import MaskedLanguageModeling
 from twostream.objectives.masked_vision_modeling import MaskedVisionModeling
 from twostream.objectives.momentum_contrastive import MomentumContrastive
+from twostream.objectives.textual_knowledge_sharing import TextualKnowledgeSharing
+from twostream.objectives.visual_knowledge_sharing import VisualKnowledgeSharing
 
 __all__ = ["InBatchContrastive", "KLAlignment", "LossHead", "MaskedLanguageModeling", "MaskedVisionModeling",
-           "MomentumContrastive"]
+           "MomentumContrastive", "TextualKnowledgeSharing", "VisualKnowledgeSharing"]

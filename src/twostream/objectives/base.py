@@ -38,6 +38,10 @@ class LossHead(nn.Module):
         state check here that it exists and raise a ConfigError naming the missing setting."""
         object.__setattr__(self, "_encoder", encoder)
 
+    def prepare_batch(self, batch: dict) -> None:
+        """Add inputs this head needs to a training batch, on the CPU before it moves to the device
+        (e.g. a teacher's own tokenization). Called by the encoder; default: nothing."""
+
     @property
     def encoder(self) -> nn.Module:
         if "_encoder" not in self.__dict__:

@@ -2,6 +2,7 @@
 from twostream.towers.base import TowerOutput
 from twostream.towers.hf_text import HFTextTower
 from twostream.towers.open_clip_towers import OpenCLIPTextTower, OpenCLIPVisionTower
+from twostream.towers.shared_transformer import SharedTransformer
 from twostream.towers.video import VideoTower
 
-__all__ = ["TowerOutput", "OpenCLIPVisionTower", "OpenCLIPTextTower", "HFTextTower", "VideoTower"]
+__all__ = ["TowerOutput", "OpenCLIPVisionTower", "OpenCLIPTextTower", "HFTextTower", "SharedTransformer", "VideoTower"]

@@ -1,0 +1,54 @@
+"""Frozen teachers for COOKIE's knowledge-sharing objectives.
+
+A teacher is any tower (the same classes the encoder's ``vision``/``text`` take), with weights from
+a twostream checkpoint (its ``vision.*`` or ``text.*`` tensors: e.g. an earlier ``make pretrain``
+run) or already loaded by the tower itself (``HFTextTower(name_or_path=<local HF model dir>)``).
+It never trains: no parameter requires grad, it stays in eval mode whatever ``train()`` asks, and
+its forward runs under ``no_grad``. Its weights are part of the student's checkpoint, so a
+checkpoint is self-contained (resuming does not need the teacher file again, only its config).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from twostream.checkpoints import read_state_dict
+from twostream.errors import ConfigError
+from twostream.towers.base import TowerOutput
+
+
+class FrozenTeacher(nn.Module):
+    def __init__(self, tower: nn.Module, checkpoint: str | None = None, prefix: str = "vision."):
+        super().__init__()
+        self.tower = tower
+        if checkpoint:
+            load_tower(tower, checkpoint, prefix)
+        self.tower.requires_grad_(False)
+        self.tower.eval()
+        self.output_dim = int(tower.output_dim)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)  # dropout/normalisation statistics of a teacher never change
+
+    @torch.no_grad()
+    def forward(self, *args, **kwargs) -> TowerOutput:
+        return self.tower(*args, **kwargs)
+
+
+def load_tower(tower: nn.Module, path: str, prefix: str) -> None:
+    """Copy the ``prefix``-ed tensors of a twostream checkpoint into ``tower``; every tower key must match."""
+    state = read_state_dict(path)
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not picked:
+        raise ConfigError(f"teacher checkpoint {path} has no {prefix}* tensors (keys start with "
+                          f"{sorted({k.split('.')[0] for k in state})}); is it a twostream checkpoint?")
+    own = tower.state_dict()
+    missing = sorted(set(own) - set(picked))
+    bad = [f"{k}: checkpoint {tuple(picked[k].shape)} vs teacher {tuple(v.shape)}"
+           for k, v in own.items() if k in picked and picked[k].shape != v.shape]
+    if missing or bad:
+        detail = bad[0] if bad else f"missing {missing[0]}"
+        raise ConfigError(f"teacher checkpoint {path} does not fit the teacher tower ({len(missing)} missing, "
+                          f"{len(bad)} shapes differ, e.g. {detail}): give the teacher the tower config of "
+                          f"the run that wrote the checkpoint")
+    tower.load_state_dict({k: picked[k] for k in own})
