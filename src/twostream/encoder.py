@@ -80,6 +80,11 @@ class TwoStreamEncoder(L.LightningModule):
         noise_filter: adaptive momentum filter of noisy pairs (COTS); needs the MomentumQueueCallback.
         init_from: a checkpoint (Lightning ``.ckpt`` or a plain state dict) whose towers, projections
             and temperature initialise this model, e.g. ``make pretrain``'s for fine-tuning.
+        shared: a module applied with the same weights to both towers' token sequences before
+            projection (COOKIE's :class:`~twostream.towers.SharedTransformer`); its pooled output
+            replaces the towers'.
+        unimodal_eval: also report image→image recall (images of the same scene as positives, where
+            the data knows scenes) and text→text recall (captions of the same image as positives).
     """
 
     def __init__(self, vision: nn.Module, text: nn.Module, heads: list[LossHead] | None = None,
@@ -89,12 +94,17 @@ class TwoStreamEncoder(L.LightningModule):
                  eps: float = 1e-6, warmup_steps: int = 100, min_lr_ratio: float = 0.0,
                  total_steps: int | None = None, momentum_queue: MomentumQueue | None = None,
                  noise_filter: AdaptiveMomentumFilter | None = None, init_from: str | None = None,
+                 shared: nn.Module | None = None, unimodal_eval: bool = True,
                  recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
-        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter"])
-        self.vision, self.text = vision, text
-        self.image_proj = _projection(projection, vision.output_dim, embed_dim, "vision")
-        self.text_proj = _projection(projection, text.output_dim, embed_dim, "text")
+        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter", "shared"])
+        self.vision, self.text, self.shared = vision, text, shared
+        dims = (vision.output_dim, text.output_dim)
+        if shared is not None:
+            shared.bind(vision.token_dim, text.token_dim)
+            dims = (shared.output_dim, shared.output_dim)
+        self.image_proj = _projection(projection, dims[0], embed_dim, "vision")
+        self.text_proj = _projection(projection, dims[1], embed_dim, "text")
         log_t = torch.tensor(math.log(temperature))
         if learn_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -116,8 +126,8 @@ class TwoStreamEncoder(L.LightningModule):
             self.state["filter"] = noise_filter
         for head in self.heads:
             head.attach(self, self.state)
-        self.val_recall = RetrievalRecall(ks=tuple(recall_ks))
-        self.test_recall = RetrievalRecall(ks=tuple(recall_ks))
+        self.val_recall = RetrievalRecall(ks=tuple(recall_ks), unimodal=unimodal_eval)
+        self.test_recall = RetrievalRecall(ks=tuple(recall_ks), unimodal=unimodal_eval)
 
     # ---------------------------------------------------------------- encoding
     @property
@@ -126,10 +136,14 @@ class TwoStreamEncoder(L.LightningModule):
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, TowerOutput]:
         out = self.vision(images)
+        if self.shared is not None:
+            out = self.shared(out, "image")
         return F.normalize(self.image_proj(out.pooled), dim=-1), out
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         out = self.text(input_ids, attention_mask)
+        if self.shared is not None:
+            out = self.shared(out, "text")
         return F.normalize(self.text_proj(out.pooled), dim=-1), out
 
     def forward(self, batch: dict) -> EncoderOutput:
@@ -144,6 +158,9 @@ class TwoStreamEncoder(L.LightningModule):
         """Tokenize captions with the text tower's own tokenizer (before the batch moves to device)."""
         if "caption" in batch and "input_ids" not in batch:
             batch.update(self.text.tokenize(list(batch["caption"])))
+        if self.training:
+            for head in self.heads:
+                head.prepare_batch(batch)
         return batch
 
     # ---------------------------------------------------------------- training
@@ -193,11 +210,16 @@ class TwoStreamEncoder(L.LightningModule):
                           batch_size=bs)
 
     def setup(self, stage: str) -> None:
-        """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split."""
+        """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split;
+        which images show the same scene, for image→image recall."""
         dm = self.trainer.datamodule
-        if hasattr(dm, "eval_num_folds"):
-            self.val_recall.num_folds = dm.eval_num_folds("val")
-            self.test_recall.num_folds = dm.eval_num_folds("test")
+        for split, metric in (("val", self.val_recall), ("test", self.test_recall)):
+            if split != ("test" if stage == "test" else "val"):
+                continue
+            if hasattr(dm, "eval_num_folds"):
+                metric.num_folds = dm.eval_num_folds(split)
+            if self.hparams.unimodal_eval and hasattr(dm, "image_groups"):
+                metric.image_groups = dm.image_groups(split)
 
     def on_fit_start(self) -> None:
         from twostream.callbacks.momentum_queue import MomentumQueueCallback

@@ -32,6 +32,7 @@ from torchvision.transforms import InterpolationMode
 
 from twostream.data.health import SkipLog, SkipReason, collate_with_skips
 from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name, screen_split
+from twostream.metrics.unimodal import group_ids
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -261,6 +262,13 @@ class RetrievalDataModule(L.LightningDataModule):
         """(number of images, number of captions) of an evaluation split."""
         split = self.get_split(name)
         return split.num_images, split.num_captions
+
+    def image_groups(self, split_name: str) -> torch.Tensor | None:
+        """Group id per image of ``split_name`` for image->image recall (equal ids: same scene
+        description, see :func:`~twostream.metrics.unimodal.unimodal_recall`); None when the source
+        has no scene descriptions (real photos: no ground truth for which images depict the same)."""
+        split = self.get_split(split_name)
+        return None if split.scenes is None else group_ids(split.scenes)
 
     def image_transform(self, train: bool = False) -> Transform:
         return build_image_transform(self.image_size, self.mean, self.std, augment=train and self.train_augment)

@@ -18,7 +18,14 @@ from tqdm.auto import tqdm
 from twostream.data.generated import generate_once
 from twostream.data.karpathy import RetrievalSplit, read_karpathy, write_karpathy
 from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD, RetrievalDataModule
-from twostream.data.synthetic_shapes import GENERATOR_VERSION, SceneRecord, ShapesConfig, generate_all, render_scene
+from twostream.data.synthetic_shapes import (
+    CAPTION_WORD_GROUPS,
+    GENERATOR_VERSION,
+    SceneRecord,
+    ShapesConfig,
+    generate_all,
+    render_scene,
+)
 
 JSON_NAME = "dataset_shapes.json"
 IMAGES_DIR = "images"
@@ -128,6 +135,11 @@ class SyntheticShapesDataModule(RetrievalDataModule):
     def dataset_dir(self) -> Path:
         """Where the files for these parameters live (whether or not they exist yet)."""
         return dataset_dir(self.root, self.config)
+
+    def caption_word_groups(self) -> dict[str, list[str]]:
+        """Caption words by group ("colour", "shape", "size", "position"), for hard-negative
+        captions that swap a word within its group; fresh lists (see ``CAPTION_WORD_GROUPS``)."""
+        return {group: list(words) for group, words in CAPTION_WORD_GROUPS.items()}
 
     def prepare_data(self) -> None:
         ensure_shapes_dataset(self.root, self.config, progress=self.progress)

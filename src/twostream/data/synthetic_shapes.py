@@ -31,6 +31,16 @@ COLUMNS = ("left", "centre", "right")
 ROWS = ("top", "middle", "bottom")
 BACKGROUNDS = {"light": 225, "dark": 35}
 CHANGES = ("colour", "shape", "size", "position")
+# The caption vocabulary, grouped by what a word names, for hard-negative captions (a word is replaced
+# by another of its group). "a|b" entries are synonyms (one meaning): a word is never swapped for
+# its own synonym, or the "negative" would still describe the image. "plus sign" (two words) is
+# left out; "left"/"right" also occur in relations ("to the left of"), where a swap is still false.
+CAPTION_WORD_GROUPS: dict[str, tuple[str, ...]] = {
+    "colour": tuple(COLOURS),
+    "shape": tuple("|".join(w for w in words if " " not in w) for words in SHAPE_WORDS.values()),
+    "size": tuple("|".join(words) for words in SIZE_WORDS.values()),
+    "position": ("top", "middle|centre|center", "bottom", "left", "right"),
+}
 GENERATOR_VERSION = 1  # bump when sampling/captions/rendering change, so stored datasets regenerate
 
 

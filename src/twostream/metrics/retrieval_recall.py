@@ -32,6 +32,10 @@ class RetrievalRecall(Metric):
     folds by image index (captions follow their image), each fold is ranked on its own, and every
     output is the mean over folds. ``i2t_medr``/``t2i_medr`` are the median 1-based rank of the
     best positive (see :func:`rank_retrieval`).
+
+    ``unimodal=True`` adds within-modality recall (COOKIE's unimodal evaluation): ``t2t_*``
+    (captions of the same image are positives) and, when ``image_groups`` is set, ``i2i_*``
+    (images of the same group are positives), each with its number of queries.
     """
 
     is_differentiable = False
@@ -39,7 +43,8 @@ class RetrievalRecall(Metric):
     full_state_update = False
 
     def __init__(
-        self, ks: tuple[int, ...] = (1, 5, 10), chunk_bytes: int = 256 * 2**20, num_folds: int = 1, **kwargs: Any
+        self, ks: tuple[int, ...] = (1, 5, 10), chunk_bytes: int = 256 * 2**20, num_folds: int = 1, unimodal: bool = False,
+        **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.ks = tuple(int(k) for k in ks)
@@ -47,6 +52,8 @@ class RetrievalRecall(Metric):
         if int(num_folds) < 1:
             raise ValueError(f"num_folds must be >= 1, got {num_folds}")
         self.num_folds = int(num_folds)
+        self.unimodal = bool(unimodal)
+        self.image_groups: Tensor | None = None  # set by whoever knows the split (the encoder, from its datamodule)
         for name in ("image_emb", "image_index", "text_emb", "text_index", "text_image_index"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -71,16 +78,41 @@ class RetrievalRecall(Metric):
             self.text_index.append(text_index.detach().long())
             self.text_image_index.append(text_image_index.detach().long())
 
-    def compute(self) -> dict[str, Tensor]:
-        """De-duplicate, restore index order, check completeness, then rank exactly."""
+    def ordered(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(image_emb [N, D], text_emb [M, D], text_to_image [M]) de-duplicated, in dataset order."""
         if _is_empty(self.image_emb) or _is_empty(self.text_emb):
             raise ValueError("RetrievalRecall.compute() called before update() received both images and captions")
         img_emb, _ = _dedup_in_order("image", dim_zero_cat(self.image_emb), dim_zero_cat(self.image_index))
         txt_emb, t2i = _dedup_in_order(
             "text", dim_zero_cat(self.text_emb), dim_zero_cat(self.text_index), dim_zero_cat(self.text_image_index)
         )
+        return img_emb, txt_emb, t2i
+
+    def compute(self) -> dict[str, Tensor]:
+        """De-duplicate, restore index order, check completeness, then rank exactly."""
+        img_emb, txt_emb, t2i = self.ordered()
         res = rank_folds(img_emb, txt_emb, t2i, self.num_folds, ks=self.ks, chunk_bytes=self.chunk_bytes)
+        if self.unimodal:
+            res.update(self._unimodal(img_emb, txt_emb, t2i))
         return {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in res.items()}
+
+
+    def _unimodal(self, img_emb: Tensor, txt_emb: Tensor, t2i: Tensor) -> dict[str, float]:
+        """text→text over the whole split (captions of one image are positives), and image→image
+        when ``image_groups`` says which images show the same scene (synthetic data)."""
+        from twostream.metrics.unimodal import unimodal_recall
+
+        out: dict[str, float] = {}
+        if int(torch.bincount(t2i).max()) > 1:
+            out.update({f"t2t_{k}": v for k, v in unimodal_recall(txt_emb, t2i, self.ks).items()})
+        groups = self.image_groups
+        if groups is not None:
+            if groups.shape != (img_emb.shape[0],):
+                raise ValueError(f"image_groups has {tuple(groups.shape)} entries for {img_emb.shape[0]} images")
+            res = unimodal_recall(img_emb, groups.to(img_emb.device), self.ks)
+            if res["num_queries"] > 0:
+                out.update({f"i2i_{k}": v for k, v in res.items()})
+        return out
 
 
 def _is_empty(state: list[Tensor] | Tensor) -> bool:
