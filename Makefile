@@ -12,6 +12,9 @@ NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2
 # COOKIE's frozen teachers: the towers of a default-config run
 TEACHER  := runs/teacher/teacher.ckpt
 NEEDS_TEACHER = $(if $(findstring $(TEACHER),$(shell cat $(CONFIG) 2>/dev/null)),$(TEACHER))
+# VLDeformer decomposes the single-stream model: train that first when its checkpoint is missing
+SINGLE_STREAM := runs/single_stream/last.ckpt
+NEEDS_SINGLE_STREAM = $(if $(findstring $(SINGLE_STREAM),$(shell cat $(CONFIG) 2>/dev/null)),$(SINGLE_STREAM))
 PYTEST_ARGS ?=
 # CPU machines pin exact versions (and get the CPU torch wheel); GPU machines resolve freely.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
@@ -44,7 +47,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt src/twostream/install_fix
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
-pretrain: $(STAMP) $(NEEDS_TOKENIZER) $(NEEDS_TEACHER)
+pretrain: $(STAMP) $(NEEDS_TOKENIZER) $(NEEDS_TEACHER) $(NEEDS_SINGLE_STREAM)
 	$(BIN)/twostream fit --config $(CONFIG)
 
 # newest `make pretrain` checkpoint unless PRETRAINED is given
@@ -68,6 +71,9 @@ teacher: $(STAMP)
 
 $(TEACHER):
 	$(MAKE) teacher
+
+$(SINGLE_STREAM):
+	$(MAKE) pretrain CONFIG=experiments/pretrain/single_stream.yaml
 
 ablate: $(STAMP) $(TOKENIZER)
 	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \

@@ -24,6 +24,7 @@ import twostream.callbacks  # noqa: E402,F401
 import twostream.data  # noqa: E402,F401
 import twostream.encoder  # noqa: E402,F401
 import twostream.objectives  # noqa: E402,F401
+import twostream.single_stream  # noqa: E402,F401
 import twostream.state  # noqa: E402,F401
 import twostream.tokenizer  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
@@ -34,6 +35,12 @@ class TwoStreamCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="evaluate the test split with the final weights after fit")
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the config as given. Lightning would overwrite it with the hyperparameters stored in
+        ``--ckpt_path``, so ``twostream test --ckpt_path X --model.init_args.eval_mode=rerank`` would
+        silently evaluate with the training-time value. Here the YAML + command line is the experiment
+        and the checkpoint supplies weights (towers are not in the stored hyperparameters anyway)."""
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:

@@ -85,6 +85,8 @@ class TwoStreamEncoder(L.LightningModule):
             replaces the towers'.
         unimodal_eval: also report image→image recall (images of the same scene as positives, where
             the data knows scenes) and text→text recall (captions of the same image as positives).
+        save_embeddings: write the test split's embeddings to ``<run dir>/test_embeddings.pt``
+            (the shortlist a cross-encoder re-ranks, or for analysis).
     """
 
     def __init__(self, vision: nn.Module, text: nn.Module, heads: list[LossHead] | None = None,
@@ -94,11 +96,11 @@ class TwoStreamEncoder(L.LightningModule):
                  eps: float = 1e-6, warmup_steps: int = 100, min_lr_ratio: float = 0.0,
                  total_steps: int | None = None, momentum_queue: MomentumQueue | None = None,
                  noise_filter: AdaptiveMomentumFilter | None = None, init_from: str | None = None,
-                 shared: nn.Module | None = None, unimodal_eval: bool = True,
+                 shared: nn.Module | None = None, unimodal_eval: bool = True, save_embeddings: bool = False,
                  recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
-        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter", "shared"])
-        self.vision, self.text, self.shared = vision, text, shared
+        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter", "shared", "transformer"])
+        self.vision, self.text, self.shared, self.embed_dim = vision, text, shared, embed_dim
         dims = (vision.output_dim, text.output_dim)
         if shared is not None:
             shared.bind(vision.token_dim, text.token_dim)
@@ -273,6 +275,8 @@ class TwoStreamEncoder(L.LightningModule):
             metric.update(image_emb=out.image_emb, image_index=batch["image_index"])
 
     def _eval_end(self, metric: RetrievalRecall, stage: str) -> None:
+        if stage == "test" and self.hparams.save_embeddings:
+            self._save_embeddings(metric)
         results = metric.compute()
         metric.reset()
         self.log_dict({f"{stage}/{k}": v for k, v in results.items()}, sync_dist=False)
@@ -289,3 +293,11 @@ class TwoStreamEncoder(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end(self.test_recall, "test")
+
+    def _save_embeddings(self, metric: RetrievalRecall) -> None:
+        if self.trainer.world_size > 1:
+            raise ConfigError("save_embeddings: supported in single-process evaluation (devices=1) only")
+        image_emb, text_emb, t2i = metric.ordered()
+        path = os.path.join(self.trainer.log_dir or ".", "test_embeddings.pt")
+        torch.save({"image_emb": image_emb.cpu(), "text_emb": text_emb.cpu(), "text_to_image": t2i.cpu()}, path)
+        print(f"test embeddings -> {path}")

@@ -18,6 +18,8 @@ protocol sizes).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -198,10 +200,23 @@ class RetrievalCaptionDataset(Dataset):
         return {"caption": self.split.captions[index], "text_index": index, "image_index": image_index}
 
 
+def first_images(split: RetrievalSplit, n: int) -> RetrievalSplit:
+    """The first ``n`` images of a split and their captions: an evaluation small enough to score
+    every pair with a cross-encoder, and the same subset for every model compared on it."""
+    if n >= split.num_images:
+        return split
+    keep = [j for j, i in enumerate(split.text_to_image) if i < n]
+    return dataclasses.replace(split, image_paths=split.image_paths[:n], image_ids=split.image_ids[:n],
+                               captions=[split.captions[j] for j in keep],
+                               text_to_image=[split.text_to_image[j] for j in keep],
+                               scenes=split.scenes[:n] if split.scenes is not None else None)
+
+
 class RetrievalDataModule(L.LightningDataModule):
     """Base for image-text retrieval data; subclasses implement :meth:`load_split`.
 
-    ``val_dataloader``/``test_dataloader`` return ``[images_loader, captions_loader]``. No sampler
+    ``val_dataloader``/``test_dataloader`` return ``[images_loader, captions_loader]``.
+    ``eval_images`` keeps only the first N images (and their captions) of val and test. No sampler
     is set here: under DDP Lightning inserts a DistributedSampler, whose padding the recall metric
     removes by index.
     """
@@ -216,9 +231,13 @@ class RetrievalDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = CLIP_STD,
         train_augment: bool = False,
         pin_memory: bool = False,
+        eval_images: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # also collects the subclass's __init__ arguments
+        if eval_images is not None and eval_images < 1:
+            raise ValueError(f"eval_images: expected a positive number of images or null, got {eval_images}")
+        self.eval_images = eval_images
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -251,6 +270,8 @@ class RetrievalDataModule(L.LightningDataModule):
                 raise ValueError(f"{type(self).__name__}: split {name!r} of {self.split_source(name)} is empty "
                                  f"({split.num_images} images, {split.num_captions} captions after dropping "
                                  f"{len(skips)} bad entries); refusing to run on no data")
+            if name != "train" and self.eval_images is not None:
+                split = first_images(split, self.eval_images)
             self._splits[name] = split
         return self._splits[name]
 

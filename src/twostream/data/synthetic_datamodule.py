@@ -110,6 +110,7 @@ class SyntheticShapesDataModule(RetrievalDataModule):
         pin_memory: bool = False,
         progress: bool = True,
         caption_noise: float = 0.0,
+        eval_images: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -120,6 +121,7 @@ class SyntheticShapesDataModule(RetrievalDataModule):
             std=std,
             train_augment=train_augment,
             pin_memory=pin_memory,
+            eval_images=eval_images,
         )
         if not 0.0 <= caption_noise < 1.0:
             raise ValueError(f"caption_noise: expected a fraction in [0, 1), got {caption_noise}")

@@ -31,7 +31,7 @@ class KnowledgeSharing(LossHead):
 
     def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
         super().attach(encoder, state)
-        self.to_teacher = nn.Linear(encoder.hparams.embed_dim, self.teacher.output_dim, bias=False)
+        self.to_teacher = nn.Linear(encoder.embed_dim, self.teacher.output_dim, bias=False)
 
     def teacher_embedding(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,109 @@
+"""VLDeformer: a single-stream transformer decomposed into two individual encoders.
+
+[paper] Stage 2 of VLDeformer: the early-interaction transformer is run on a caption alone and on
+an image alone, and contrastive learning teaches these separate passes to embed matching pairs
+alike, so retrieval becomes two-stream (encode once, compare by dot product). [code] the authors'
+embedding is tanh(mean of all output positions), 768-d, no projection; cosine similarity;
+InfoNCE with temperature 0.005; CE(S/τ) + CE(Sᵀ/τ). [choice] the mean is masked to real tokens
+(``pooling="mean_tanh"``; ``"mean_all_tanh"`` is the code's unmasked mean, ``"cls"`` the [CLS]
+state); hard negatives come from :class:`~twostream.objectives.BimodalHardNegatives`.
+
+The decomposed model *is* a :class:`TwoStreamEncoder` (same training loop, evaluation, CLI); its
+two towers are views of one :class:`VLTransformer`, registered once here as ``transformer``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from twostream.checkpoints import read_state_dict
+from twostream.encoder import TwoStreamEncoder
+from twostream.errors import ConfigError
+from twostream.objectives.base import LossHead
+from twostream.single_stream.transformer import VLTransformer
+from twostream.towers.base import TowerOutput
+
+Pooling = Literal["mean_tanh", "mean_all_tanh", "cls"]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    m = (mask if how == "mean_tanh" else torch.ones_like(mask)).unsqueeze(-1).to(hidden.dtype)
+    return torch.tanh((hidden * m).sum(1) / m.sum(1).clamp_min(1.0))
+
+
+class _View(nn.Module):
+    """One modality's pass through the shared transformer (a plain reference: no parameters here)."""
+
+    def __init__(self, transformer: VLTransformer, pooling: Pooling):
+        super().__init__()
+        object.__setattr__(self, "transformer", transformer)
+        self.pooling = pooling
+        self.output_dim = self.token_dim = transformer.hidden
+        self.image_size = (transformer.image_size, transformer.image_size)
+        self.patch_size = transformer.patch_size
+
+
+class TextView(_View):
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        return self.transformer.tokenize(captions)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TowerOutput:
+        mask = (attention_mask if attention_mask is not None else input_ids != self.transformer.pad_id).bool()
+        hidden = self.transformer.forward_text(input_ids, mask)
+        return TowerOutput(pooled=pool(hidden, mask, self.pooling), tokens=hidden, mask=mask)
+
+
+class ImageView(_View):
+    def forward(self, images: torch.Tensor) -> TowerOutput:
+        hidden = self.transformer.forward_image(images)
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        return TowerOutput(pooled=pool(hidden, mask, self.pooling), tokens=hidden)
+
+
+class DecomposedEncoder(TwoStreamEncoder):
+    """Args (the rest as :class:`TwoStreamEncoder`; VLDeformer's defaults [code]):
+        transformer: the single-stream network's config (the same as the run it decomposes).
+        init_from: that run's checkpoint (a SingleStreamModel ``.ckpt``): its ``transformer.*``
+            weights are the starting point — the whole idea of decomposition.
+        pooling: see :func:`pool`. temperature: fixed 0.005 unless ``learn_temperature``.
+    (Every argument TwoStreamEncoder reads from ``hparams`` must be an argument here too:
+    Lightning records the hyperparameters of the outermost ``__init__``.)
+    """
+
+    def __init__(self, transformer: VLTransformer, heads: list[LossHead] | None = None,
+                 init_from: str | None = None, pooling: Pooling = "mean_tanh", temperature: float = 0.005,
+                 learn_temperature: bool = False, min_temperature: float = 0.001, lr: float = 7.5e-6,
+                 weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 warmup_steps: int = 200, min_lr_ratio: float = 0.0,
+                 total_steps: int | None = None, unimodal_eval: bool = True, save_embeddings: bool = False,
+                 recall_ks: tuple[int, ...] = (1, 5, 10)):
+        if pooling not in ("mean_tanh", "mean_all_tanh", "cls"):
+            raise ConfigError(f"pooling: {pooling!r}; valid: 'mean_tanh', 'mean_all_tanh', 'cls'")
+        super().__init__(ImageView(transformer, pooling), TextView(transformer, pooling), heads=heads,
+                         embed_dim=transformer.hidden, projection="none", temperature=temperature,
+                         learn_temperature=learn_temperature, min_temperature=min_temperature, lr=lr,
+                         weight_decay=weight_decay, betas=betas, eps=eps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+                         total_steps=total_steps, unimodal_eval=unimodal_eval, save_embeddings=save_embeddings,
+                         recall_ks=recall_ks)
+        self.transformer = transformer
+        if init_from:
+            load_transformer(self.transformer, init_from)
+
+
+def load_transformer(transformer: VLTransformer, path: str) -> None:
+    """``transformer.*`` of a SingleStreamModel checkpoint into ``transformer`` (all keys must fit)."""
+    state = read_state_dict(path)
+    picked = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
+    own = transformer.state_dict()
+    missing = sorted(set(own) - set(picked))
+    bad = [k for k in own if k in picked and picked[k].shape != own[k].shape]
+    if not picked or missing or bad:
+        detail = f"shape of {bad[0]}" if bad else (f"missing {missing[0]}" if missing else "no transformer.* keys")
+        raise ConfigError(f"init_from: {path} is not a single-stream checkpoint of this transformer config ({detail}); "
+                          f"use the `transformer` config of the run that wrote it")
+    transformer.load_state_dict({k: picked[k] for k in own})
+    print(f"init_from: {len(own)} transformer tensors from {path}")
