@@ -14,7 +14,8 @@ TEACHER  := runs/teacher/teacher.ckpt
 NEEDS_TEACHER = $(if $(findstring $(TEACHER),$(shell cat $(CONFIG) 2>/dev/null)),$(TEACHER))
 # VLDeformer decomposes the single-stream model: train that first when its checkpoint is missing
 SINGLE_STREAM := runs/single_stream/last.ckpt
-NEEDS_SINGLE_STREAM = $(if $(findstring $(SINGLE_STREAM),$(shell cat $(CONFIG) 2>/dev/null)),$(SINGLE_STREAM))
+SINGLE_STREAM_CONFIG := experiments/pretrain/single_stream.yaml
+NEEDS_SINGLE_STREAM = $(if $(filter $(SINGLE_STREAM_CONFIG),$(CONFIG)),,$(if $(findstring $(SINGLE_STREAM),$(shell cat $(CONFIG) 2>/dev/null)),$(SINGLE_STREAM)))
 PYTEST_ARGS ?=
 # CPU machines pin exact versions (and get the CPU torch wheel); GPU machines resolve freely.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
@@ -25,7 +26,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain finetune tokenizer teacher ablate test bench clean-runs help
+.PHONY: install pretrain finetune tokenizer teacher ablate tables test bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
@@ -33,6 +34,7 @@ help:
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
 	@echo "make teacher                       train COOKIE's frozen teachers (the default model) -> $(TEACHER)"
 	@echo "make ablate [SEEDS=3] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
+	@echo "make tables [SEEDS=3] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 
@@ -73,7 +75,7 @@ $(TEACHER):
 	$(MAKE) teacher
 
 $(SINGLE_STREAM):
-	$(MAKE) pretrain CONFIG=experiments/pretrain/single_stream.yaml
+	$(MAKE) pretrain CONFIG=$(SINGLE_STREAM_CONFIG)
 
 ablate: $(STAMP) $(TOKENIZER)
 	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
@@ -89,6 +91,12 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/data_images.py
 	$(BIN)/python experiments/benchmarks/data_video.py
 	$(BIN)/python experiments/benchmarks/collect_data.py
+	$(BIN)/python experiments/benchmarks/efficiency.py
+	$(if $(shell command -v nvidia-smi 2>/dev/null),$(BIN)/python experiments/benchmarks/gpu_throughput.py,@echo "no GPU: skipping experiments/benchmarks/gpu_throughput.py")
+
+# every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check
+tables: $(STAMP) $(if $(TABLES_FAST),,$(TOKENIZER) $(TEACHER))
+	$(BIN)/python experiments/tables/make_tables.py $(if $(TABLES_FAST),--fast --workdir runs/tables_fast --out experiments/results/tables_fast,--seeds $(SEEDS))
 
 clean-runs:
 	rm -rf runs lightning_logs

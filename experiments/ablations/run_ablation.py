@@ -14,11 +14,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from runlib import run_fit  # noqa: E402
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
@@ -33,33 +35,7 @@ def row_title(path: Path) -> str:
 
 def run_one(base: list[str], row: Path, seed: int, workdir: Path, extra: list[str], rerun: bool,
             threads: int | None = None) -> tuple[dict, float]:
-    name = f"{row.stem}_seed{seed}"
-    metrics_file = workdir / name / "metrics.json"
-    if metrics_file.exists() and not rerun:
-        print(f"[reuse] {name}")
-        saved = json.loads(metrics_file.read_text())
-        return saved, float(saved.get("run_wall_s", 0.0))
-    configs = [arg for path in [*base, str(row)] for arg in ("--config", path)]
-    cmd = [sys.executable, "-m", "twostream", "fit", *configs,
-           f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={workdir.parent}",
-           f"--trainer.logger.init_args.name={workdir.name}", f"--trainer.logger.init_args.version={name}",
-           "--trainer.enable_progress_bar=false", *extra]
-    print(f"[run] {name}: {' '.join(cmd[2:])}", flush=True)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    found = next((workdir / name).rglob("metrics.json"), None)
-    if found is None:
-        raise SystemExit(f"{name}: no metrics.json under {workdir / name} (is RunSummary in the base config?)")
-    metrics = json.loads(found.read_text())
-    metrics["run_wall_s"] = round(wall, 1)
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))  # the reuse record
-    print(f"[done] {name} in {wall:.0f} s: rsum {metrics['rsum']:.2f}", flush=True)
-    return metrics, wall
+    return run_fit([*base, str(row)], f"{row.stem}_seed{seed}", seed, workdir, extra, rerun, threads)
 
 
 def short_label(stem: str, title: str, width: int = 38) -> str:

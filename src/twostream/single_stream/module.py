@@ -35,7 +35,7 @@ class SingleStreamModel(L.LightningModule):
                  mlm_weight: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.0, total_steps: int | None = None,
                  eval_mode: Literal["full", "rerank"] = "full", rerank_k: int = 16, shortlist: str | None = None,
-                 score_batch_size: int = 512, recall_ks: tuple[int, ...] = (1, 5, 10)):
+                 score_batch_size: int = 128, recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
         self.save_hyperparameters(ignore=["transformer"])
         if eval_mode not in ("full", "rerank"):
