@@ -211,6 +211,14 @@ class TwoStreamEncoder(L.LightningModule):
                            "train/filter_dropped_clean": (dropped * ~noisy).sum() / (~noisy).sum().clamp(min=1)},
                           batch_size=bs)
 
+    def configure_model(self) -> None:
+        """FSDP2 under Lightning's ModelParallelStrategy (which sets ``device_mesh``); otherwise, and
+        when already sharded (Lightning calls this again for ``test`` after ``fit``), nothing."""
+        if self.device_mesh is not None:
+            from twostream.sharding import shard_encoder
+
+            shard_encoder(self, self.device_mesh["data_parallel"])
+
     def setup(self, stage: str) -> None:
         """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split;
         which images show the same scene, for image→image recall."""
