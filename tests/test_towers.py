@@ -88,8 +88,10 @@ def test_hf_text_tower_from_config_and_local_dir(tmp_path):
     assert out.pooled.shape == (2, 32) and out.tokens.shape == (2, 12, 32)
     tower.net.save_pretrained(tmp_path / "model")
     tower.tokenizer.save_pretrained(tmp_path / "model")
-    again = HFTextTower(name_or_path=str(tmp_path / "model"), pooling="mean", max_length=12).eval()
-    torch.testing.assert_close(again(**enc).pooled, out.pooled)
+    again = HFTextTower(name_or_path=str(tmp_path / "model"), pooling="mean", max_length=12)
+    # from_pretrained hands back eval mode; a tower that will train must not keep dropout off
+    assert all(m.training for m in again.modules())
+    torch.testing.assert_close(again.eval()(**enc).pooled, out.pooled)
 
 
 def test_hf_hub_id_not_cached_fails_fast(monkeypatch, tmp_path):

@@ -41,7 +41,7 @@ class VLTransformer(nn.Module):
         if pretrained:
             from twostream.towers.hf_text import _local
 
-            self.vilt = _local(ViltModel.from_pretrained, pretrained, "ViLT model")
+            self.vilt = _local(ViltModel.from_pretrained, pretrained, "ViLT model").train()  # not eval: dropout
         else:
             self.vilt = ViltModel(ViltConfig(**{"vocab_size": OPEN_CLIP_VOCAB + 1, **(config or {})}))
         cfg = self.vilt.config

@@ -43,7 +43,9 @@ class HFTextTower(nn.Module):
                 raise ConfigError("HFTextTower config: `model_type` is required (e.g. bert)")
             self.net = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
         else:
-            self.net = _local(AutoModel.from_pretrained, name_or_path, "HF model")
+            # from_pretrained returns eval mode and Lightning keeps submodule modes: without this, dropout
+            # would stay off while the tower trains
+            self.net = _local(AutoModel.from_pretrained, name_or_path, "HF model").train()
         if getattr(self.net, "pooler", None) is not None:
             self.net.pooler = None  # unused (we pool ourselves); unused parameters break DDP
         tok_source = tokenizer or name_or_path
