@@ -89,10 +89,13 @@ def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[st
     stand_ins = fast_stand_ins(workdir) if fast else {}
     results: dict[str, list[dict]] = {}
     for key, (_, cfg, _) in IMAGE_ROWS.items():
-        if only and key not in only:
-            continue
         results[key] = []
         for seed in range(seeds):
+            if only and key not in only:  # not run now, but shown when an earlier call finished it
+                done = workdir / f"{key}_seed{seed}" / "metrics.json"
+                if done.exists():
+                    results[key].append(json.loads(done.read_text()))
+                continue
             configs, extra = [config(cfg)], list(data)
             if key in stand_ins:
                 configs.append(stand_ins[key])
@@ -126,8 +129,12 @@ def mean_std(runs: list[dict], key: str) -> str:
 def table_a(results: dict[str, list[dict]], fast: bool) -> list[str]:
     lines = ["| model | seeds | test images × captions | " + " | ".join(k.replace("_", " ").upper() for k in RECALLS)
              + " | I2I R@1 | T2T R@1 | papers report (paper scale) |", "|---|---:|---|" + "---:|" * (len(RECALLS) + 2) + "---|"]
-    for key, runs in results.items():
-        title, _, split = IMAGE_ROWS[key]
+    for key, (title, cfg, split) in IMAGE_ROWS.items():
+        runs = results.get(key, [])
+        if not runs:
+            lines.append(f"| {title} | 0 | not run yet: `make tables` runs `experiments/pretrain/{cfg}` "
+                         + "| - " * (len(RECALLS) + 2) + f"| {PAPER[key]} |")
+            continue
         split = "tiny (fast)" if fast else split
         cells = [mean_std(runs, k) for k in (*RECALLS, "i2i_r1", "t2t_r1")]
         if runs and "i2i_num_queries" in runs[0]:  # few scenes repeat: say how many queries I2I had
@@ -184,13 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", default="runs/tables")
     p.add_argument("--out", default="experiments/results/tables", help="path without suffix: .md .json .png")
     p.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, 1 seed, untrained stand-ins: a run check")
-    p.add_argument("--only", nargs="*", default=None, help=f"rows of table (a) to run: {list(IMAGE_ROWS)}")
-    p.add_argument("--skip-video", action="store_true")
+    p.add_argument("--only", nargs="*", default=None,
+                   help=f"rows of table (a) to run now: {list(IMAGE_ROWS)}; the others show their finished runs")
+    p.add_argument("--skip-video", action="store_true", help="run no video seeds now (finished ones are shown)")
     p.add_argument("--rerun", action="store_true")
     args = p.parse_args(argv)
     seeds, workdir, start = (1 if args.fast else args.seeds), Path(args.workdir), time.time()
     images = image_runs(seeds, workdir, args.fast, args.rerun, args.only)
-    video = [] if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun)
+    video = ([json.loads(f.read_text()) for s in range(seeds) if (f := workdir / f"video_seed{s}" / "metrics.json").exists()]
+             if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun))
     wall = time.time() - start
     run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -208,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"command": command, "fast": args.fast, "wall_s": wall,
                                                     "image_text": images, "video": video}, indent=1) + "\n")
-    if images:
-        plot(out.with_suffix(".png"), images)
+    if any(images.values()):
+        plot(out.with_suffix(".png"), {k: v for k, v in images.items() if v})
     print(out.with_suffix(".md").read_text())
 
 
