@@ -149,3 +149,26 @@ def test_cookie_yaml_runs_through_the_cli_with_unimodal_metrics(tmp_path):
     teacher = cli.model.heads[1].teacher.tower.state_dict()
     saved = torch.load(ckpt)["state_dict"]
     assert all(torch.equal(v, saved[f"vision.{k}"]) for k, v in teacher.items())  # unchanged by training
+
+
+def test_text_teacher_from_a_local_hf_model_directory(tmp_path):
+    """A BERT-style teacher saved with save_pretrained: loaded by path, its own tokenizer, frozen."""
+    from test_towers import _tiny_wordpiece
+
+    from twostream.towers import HFTextTower
+
+    _tiny_wordpiece(tmp_path / "tok")
+    cfg = {"model_type": "bert", "vocab_size": 80, "hidden_size": 24, "num_hidden_layers": 1,
+           "num_attention_heads": 2, "intermediate_size": 48}
+    source = HFTextTower(config=cfg, tokenizer=str(tmp_path / "tok"), max_length=12)
+    source.net.save_pretrained(tmp_path / "bert")
+    source.tokenizer.save_pretrained(tmp_path / "bert")
+    head = TextualKnowledgeSharing(HFTextTower(name_or_path=str(tmp_path / "bert"), max_length=12))
+    vision, text = towers()
+    model = TwoStreamEncoder(vision, text, heads=[InBatchContrastive(), head], embed_dim=8)
+    b = batch_for(model, n=4)
+    teacher_ids = b["textual_knowledge_sharing_input_ids"]
+    assert teacher_ids.shape == (4, 12) and not torch.equal(teacher_ids[:, :12], b["input_ids"][:, :12])
+    assert not head.teacher.training and not any(p.requires_grad for p in head.teacher.parameters())
+    loss = model.objective(model(b), b)[1]["textual_knowledge_sharing_loss"]
+    assert torch.isfinite(loss) and head.to_teacher.out_features == 24

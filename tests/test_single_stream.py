@@ -90,3 +90,17 @@ def test_rerank_with_every_candidate_is_full_scoring_and_k1_keeps_the_shortlist_
     i2t, t2i_scores = rerank_scores(model.score, images, tok["input_ids"], tok["attention_mask"], shortlist, k=1)
     res, ref = recall_from_scores(i2t, t2i, scores_t2i=t2i_scores), recall_from_scores(shortlist, t2i)
     assert res["i2t_r1"] == ref["i2t_r1"] and res["t2i_r1"] == ref["t2i_r1"]
+
+
+def test_pretrained_vilt_loads_from_a_local_directory(tmp_path):
+    """`pretrained:` takes a local ViltModel directory (what a downloaded ViLT checkpoint is), in train mode."""
+    source = transformer(seed=7)
+    source.vilt.save_pretrained(tmp_path / "vilt")
+    loaded = VLTransformer(pretrained=str(tmp_path / "vilt"), context_length=16)
+    for key, value in source.vilt.state_dict().items():
+        assert torch.equal(loaded.vilt.state_dict()[key], value), key
+    assert loaded.vilt.training  # from_pretrained hands back eval mode: dropout must not stay off
+    from twostream.errors import WeightsNotAvailableError
+
+    with pytest.raises(WeightsNotAvailableError, match="not available locally"):
+        VLTransformer(pretrained=str(tmp_path / "missing"), context_length=16)
