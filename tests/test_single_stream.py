@@ -53,16 +53,18 @@ def test_itm_and_mlm_learn_a_fixed_batch(mlm_weight):
     model.log = lambda name, value, **k: logged.__setitem__(name, float(value.detach()))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
-    for step in range(120):
+    for step in range(160):
         loss = model.training_step(b, step)
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append(dict(logged))
-    if mlm_weight:  # (the ITM loss then leaves its plateau later than 120 steps)
+    if mlm_weight:  # (the ITM loss then leaves its plateau later)
         assert history[-1]["train/mlm_loss"] < 0.6 * history[0]["train/mlm_loss"]
-    else:  # a cross-encoder first learns the 1:2 prior (BCE 0.637) and leaves that plateau after ~60 steps
-        assert history[-1]["train/itm_loss"] < 0.85 * history[0]["train/itm_loss"]
+    else:  # a cross-encoder first learns the 1:2 prior (BCE 0.637), leaves that plateau after ~60-80 steps,
+        # then the per-step loss is noisy (negatives are sampled): judge the best of the last 40 steps
+        late = min(h["train/itm_loss"] for h in history[-40:])
+        assert late < 0.8 * history[0]["train/itm_loss"], (history[0]["train/itm_loss"], late)
 
 
 def test_negatives_are_never_the_positive_and_hard_ones_stay_in_their_pool():
