@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from twostream.data import SyntheticShapesDataModule
-from twostream.encoder import TwoStreamEncoder, warmup_cosine
+from twostream.encoder import TwoStreamEncoder
+from twostream.optim import warmup_cosine
 from twostream.errors import ConfigError
 from twostream.objectives import InBatchContrastive
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower

@@ -20,6 +20,7 @@ from twostream.errors import ConfigError
 from twostream.metrics import RetrievalRecall
 from twostream.objectives.base import LossHead
 from twostream.objectives.in_batch_contrastive import InBatchContrastive
+from twostream.optim import adamw_warmup_cosine
 from twostream.state import AdaptiveMomentumFilter, MomentumQueue
 from twostream.towers.base import TowerOutput
 
@@ -52,14 +53,6 @@ def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
             raise ConfigError(f"projection: 'none' needs the {which} tower's output_dim ({in_dim}) == embed_dim ({out_dim})")
         return nn.Identity()
     raise ConfigError(f"projection: {kind!r}; valid: 'linear', 'none'")
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up from 0, then cosine decay to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TwoStreamEncoder(L.LightningModule):
@@ -259,19 +252,9 @@ class TwoStreamEncoder(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            flat = p.ndim < 2 or "embedding" in name or name.endswith("log_temperature")
-            (no_decay if flat else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                   hp.total_steps or int(self.trainer.estimated_stepping_batches), hp.min_lr_ratio,
+                                   betas=hp.betas, eps=hp.eps)
 
     # ---------------------------------------------------------------- evaluation
     def _eval_step(self, metric: RetrievalRecall, batch: dict) -> None:

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twostream.encoder import warmup_cosine
 from twostream.errors import ConfigError
 from twostream.metrics.score_ranking import recall_from_scores
 from twostream.objectives.masking import mask_tokens
+from twostream.optim import adamw_warmup_cosine
 from twostream.single_stream.scoring import full_scores, rerank_scores
 from twostream.single_stream.transformer import VLTransformer
 
@@ -115,13 +115,8 @@ class SingleStreamModel(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-        no_decay = [p for n, p in self.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
-        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                   hp.total_steps or int(self.trainer.estimated_stepping_batches), hp.min_lr_ratio)
 
     # ------------------------------------------------------------------ evaluation
     def _collect(self, batch: dict) -> None:

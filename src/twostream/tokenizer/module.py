@@ -8,7 +8,6 @@ tokenizer's ``forward`` stays free of side effects.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
 from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD
+from twostream.optim import warmup_cosine
 from twostream.tokenizer.vqvae import VisualTokenizer, perplexity, perplexity_of_counts
 
 
@@ -117,14 +117,8 @@ class VisualTokenizerTrainer(L.LightningModule):
         opt = torch.optim.AdamW(self.tokenizer.parameters(), lr=hp.lr, betas=tuple(hp.betas),
                                 weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-
-        def schedule(step: int) -> float:
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            progress = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
-            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------- evaluation
