@@ -58,3 +58,24 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
     print(f"init_from: {len(loaded)} tensors from {path}" + (f"; {len(missing)} not in it (kept at init, e.g. "
                                                                f"{missing[0]})" if missing else ""))
     return {"loaded": len(loaded), "missing": len(missing)}
+
+
+def load_prefixed(module: nn.Module, path: str | Path, prefix: str, what: str, target: str, hint: str) -> int:
+    """Copy the ``prefix``-ed tensors of a checkpoint into ``module``; every key of ``module`` must be
+    there with its shape (a frozen teacher or a decomposed transformer that silently kept random weights
+    would make the run meaningless). Errors start with ``what`` and ``path`` and end with ``hint``."""
+    state = read_state_dict(path)
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not picked:
+        raise ConfigError(f"{what} {path} has no {prefix}* tensors (keys start with "
+                          f"{sorted({k.split('.')[0] for k in state})}); {hint}")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(picked))
+    bad = [f"{k}: checkpoint {tuple(picked[k].shape)} vs {target} {tuple(v.shape)}"
+           for k, v in own.items() if k in picked and picked[k].shape != v.shape]
+    if missing or bad:
+        detail = bad[0] if bad else f"missing {missing[0]}"
+        raise ConfigError(f"{what} {path} does not fit the {target} ({len(missing)} missing, {len(bad)} shapes "
+                          f"differ, e.g. {detail}); {hint}")
+    module.load_state_dict({k: picked[k] for k in own})
+    return len(own)

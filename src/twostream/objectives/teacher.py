@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from twostream.checkpoints import read_state_dict
-from twostream.errors import ConfigError
+from twostream.checkpoints import load_prefixed
 from twostream.towers.base import TowerOutput
 
 
@@ -37,18 +36,5 @@ class FrozenTeacher(nn.Module):
 
 def load_tower(tower: nn.Module, path: str, prefix: str) -> None:
     """Copy the ``prefix``-ed tensors of a twostream checkpoint into ``tower``; every tower key must match."""
-    state = read_state_dict(path)
-    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not picked:
-        raise ConfigError(f"teacher checkpoint {path} has no {prefix}* tensors (keys start with "
-                          f"{sorted({k.split('.')[0] for k in state})}); is it a twostream checkpoint?")
-    own = tower.state_dict()
-    missing = sorted(set(own) - set(picked))
-    bad = [f"{k}: checkpoint {tuple(picked[k].shape)} vs teacher {tuple(v.shape)}"
-           for k, v in own.items() if k in picked and picked[k].shape != v.shape]
-    if missing or bad:
-        detail = bad[0] if bad else f"missing {missing[0]}"
-        raise ConfigError(f"teacher checkpoint {path} does not fit the teacher tower ({len(missing)} missing, "
-                          f"{len(bad)} shapes differ, e.g. {detail}): give the teacher the tower config of "
-                          f"the run that wrote the checkpoint")
-    tower.load_state_dict({k: picked[k] for k in own})
+    load_prefixed(tower, path, prefix, "teacher checkpoint", "teacher tower",
+                  "give the teacher the tower config of the run that wrote the checkpoint (a twostream checkpoint)")

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from twostream.checkpoints import read_state_dict
+from twostream.checkpoints import load_prefixed
 from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
 from twostream.objectives.base import LossHead
@@ -96,14 +96,7 @@ class DecomposedEncoder(TwoStreamEncoder):
 
 def load_transformer(transformer: VLTransformer, path: str) -> None:
     """``transformer.*`` of a SingleStreamModel checkpoint into ``transformer`` (all keys must fit)."""
-    state = read_state_dict(path)
-    picked = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
-    own = transformer.state_dict()
-    missing = sorted(set(own) - set(picked))
-    bad = [k for k in own if k in picked and picked[k].shape != own[k].shape]
-    if not picked or missing or bad:
-        detail = f"shape of {bad[0]}" if bad else (f"missing {missing[0]}" if missing else "no transformer.* keys")
-        raise ConfigError(f"init_from: {path} is not a single-stream checkpoint of this transformer config ({detail}); "
-                          f"use the `transformer` config of the run that wrote it")
-    transformer.load_state_dict({k: picked[k] for k in own})
-    print(f"init_from: {len(own)} transformer tensors from {path}")
+    n = load_prefixed(transformer, path, "transformer.", "init_from:", "transformer",
+                      "it is not a single-stream checkpoint of this transformer config: use the `transformer` "
+                      "config of the run that wrote it")
+    print(f"init_from: {n} transformer tensors from {path}")
