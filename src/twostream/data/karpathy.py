@@ -228,10 +228,11 @@ def screen_split(split: RetrievalSplit, drop_missing_images: bool) -> tuple[Retr
         keep_image = [k and c for k, c in zip(keep_image, has_caption)]
     if not skips and all(keep_image):
         return split, skips
-    return _subset(split, keep_image, keep_caption), skips
+    return subset_split(split, keep_image, keep_caption), skips
 
 
-def _subset(split: RetrievalSplit, keep_image: list[bool], keep_caption: list[bool]) -> RetrievalSplit:
+def subset_split(split: RetrievalSplit, keep_image: list[bool], keep_caption: list[bool]) -> RetrievalSplit:
+    """The kept images and the kept captions of kept images, re-indexed."""
     new_position = {}
     for i, keep in enumerate(keep_image):
         if keep:

@@ -18,8 +18,6 @@ protocol sizes).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -33,7 +31,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from twostream.data.health import SkipLog, SkipReason, collate_with_skips
-from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name, screen_split
+from twostream.data.karpathy import VALID_SPLITS, RetrievalSplit, check_split_name, screen_split, subset_split
 from twostream.metrics.unimodal import group_ids
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -205,11 +203,7 @@ def first_images(split: RetrievalSplit, n: int) -> RetrievalSplit:
     every pair with a cross-encoder, and the same subset for every model compared on it."""
     if n >= split.num_images:
         return split
-    keep = [j for j, i in enumerate(split.text_to_image) if i < n]
-    return dataclasses.replace(split, image_paths=split.image_paths[:n], image_ids=split.image_ids[:n],
-                               captions=[split.captions[j] for j in keep],
-                               text_to_image=[split.text_to_image[j] for j in keep],
-                               scenes=split.scenes[:n] if split.scenes is not None else None)
+    return subset_split(split, [i < n for i in range(split.num_images)], [True] * split.num_captions)
 
 
 class RetrievalDataModule(L.LightningDataModule):
