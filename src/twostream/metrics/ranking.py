@@ -102,6 +102,28 @@ def rank_folds(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, num_f
     return {key: sum(r[key] for r in results) / num_folds for key in results[0]}
 
 
+def check_ks(ks) -> tuple[int, ...]:
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks}")
+    return ks
+
+
+def check_integer_ids(name: str, ids: Tensor) -> None:
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got {ids.dtype}")
+
+
+def check_text_to_image(text_to_image: Tensor, m: int, n: int, rows: str) -> None:
+    """[M] integer image indices in [0, N): what every ranker of N images x M captions needs."""
+    if text_to_image.shape != (m,):
+        raise ValueError(f"text_to_image must have shape [M]=[{m}] (one image index per caption), got {tuple(text_to_image.shape)}")
+    check_integer_ids("text_to_image", text_to_image)
+    lo, hi = int(text_to_image.min()), int(text_to_image.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"text_to_image values must lie in [0, N)=[0, {n}) ({rows}), got min {lo} max {hi}")
+
+
 def _validate(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, ks, chunk_bytes: int) -> tuple[int, ...]:
     """Fail early with messages naming the argument and what was expected."""
     if image_emb.ndim != 2 or image_emb.shape[0] == 0:
@@ -110,13 +132,7 @@ def _validate(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, ks, ch
     if text_emb.ndim != 2 or text_emb.shape[0] == 0 or text_emb.shape[1] != d:
         raise ValueError(f"text_emb must have shape [M, D] with M >= 1 and D={d} (as image_emb), got {tuple(text_emb.shape)}")
     m = text_emb.shape[0]
-    if text_to_image.shape != (m,):
-        raise ValueError(f"text_to_image must have shape [M]=[{m}] (one image index per caption), got {tuple(text_to_image.shape)}")
-    if text_to_image.is_floating_point() or text_to_image.is_complex() or text_to_image.dtype == torch.bool:
-        raise ValueError(f"text_to_image must be an integer tensor, got {text_to_image.dtype}")
-    lo, hi = int(text_to_image.min()), int(text_to_image.max())
-    if lo < 0 or hi >= n:
-        raise ValueError(f"text_to_image values must lie in [0, N)=[0, {n}) (rows of image_emb), got min {lo} max {hi}")
+    check_text_to_image(text_to_image, m, n, "rows of image_emb")
     if image_emb.device != text_emb.device:
         raise ValueError(f"image_emb and text_emb must be on the same device, got {image_emb.device} and {text_emb.device}")
     for name, emb in (("image_emb", image_emb), ("text_emb", text_emb)):
@@ -127,9 +143,7 @@ def _validate(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, ks, ch
             raise ValueError(f"{name} contains NaN or infinite values")
     if n >= _EXACT_LIMIT or m >= _EXACT_LIMIT:
         raise ValueError(f"N and M must be below {_EXACT_LIMIT} for exact float32 counting, got N={n}, M={m}")
-    ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks}")
+    ks = check_ks(ks)
     if int(chunk_bytes) < 1:
         raise ValueError(f"chunk_bytes must be a positive number of bytes, got {chunk_bytes}")
     return ks

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from twostream.metrics.ranking import _summarise
+from twostream.metrics.ranking import _summarise, check_ks, check_text_to_image
 
 _BLOCK_ELEMENTS = 2**22  # score entries per block of image rows: a few boolean temporaries of ~4 MB
 
@@ -83,14 +83,5 @@ def _validate(scores_i2t: Tensor, scores_t2i: Tensor, text_to_image: Tensor, ks)
             raise ValueError(f"{name} must be a floating-point tensor, got {s.dtype}")
         if bool(torch.isnan(s).any()):
             raise ValueError(f"{name} contains NaN (use -inf for pairs that were not scored)")
-    if text_to_image.shape != (m,):
-        raise ValueError(f"text_to_image must have shape [M]=[{m}] (one image index per caption), got {tuple(text_to_image.shape)}")
-    if text_to_image.is_floating_point() or text_to_image.is_complex() or text_to_image.dtype == torch.bool:
-        raise ValueError(f"text_to_image must be an integer tensor, got {text_to_image.dtype}")
-    lo, hi = int(text_to_image.min()), int(text_to_image.max())
-    if lo < 0 or hi >= n:
-        raise ValueError(f"text_to_image values must lie in [0, N)=[0, {n}) (rows of the scores), got min {lo} max {hi}")
-    ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks}")
-    return ks
+    check_text_to_image(text_to_image, m, n, "rows of the scores")
+    return check_ks(ks)

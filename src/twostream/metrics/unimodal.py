@@ -27,6 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from twostream.metrics.ranking import _summarise as summarise_ranks
+from twostream.metrics.ranking import check_integer_ids, check_ks
+
 
 def group_ids(labels: Sequence[str]) -> Tensor:
     """Long tensor [len(labels)]: equal strings get equal ids, numbered by first appearance.
@@ -63,15 +66,13 @@ def unimodal_recall(emb: Tensor, groups: Tensor, ks: tuple[int, ...] = (1, 5, 10
 
 
 def _summarise(ranks: Tensor, ks: tuple[int, ...]) -> dict:
-    """Same conventions as ``ranking._summarise``: percent hits, medr = floor(median) + 1."""
+    """``ranking._summarise``'s conventions (percent hits, medr = floor(median) + 1) without a direction
+    prefix or mean rank, plus the number of queries (NaN recalls when there is none)."""
     n = ranks.numel()
     if n == 0:
         return {**{f"r{k}": float("nan") for k in ks}, "medr": float("nan"), "num_queries": 0}
-    out: dict = {f"r{k}": 100.0 * int((ranks < k).sum()) / n for k in ks}
-    srt = torch.sort(ranks).values
-    out["medr"] = float((int(srt[(n - 1) // 2]) + int(srt[n // 2])) // 2 + 1)
-    out["num_queries"] = n
-    return out
+    out = {k.removeprefix("q_"): v for k, v in summarise_ranks("q", ranks, ks).items() if k != "q_meanr"}
+    return {**out, "num_queries": n}
 
 
 def _validate(emb: Tensor, groups: Tensor, ks, chunk_rows: int) -> tuple[int, ...]:
@@ -80,13 +81,10 @@ def _validate(emb: Tensor, groups: Tensor, ks, chunk_rows: int) -> tuple[int, ..
         raise ValueError(f"emb must have shape [N, D] with N >= 1, got {tuple(emb.shape)}")
     if groups.shape != (emb.shape[0],):
         raise ValueError(f"groups must have shape [N]=[{emb.shape[0]}] (one group id per row of emb), got {tuple(groups.shape)}")
-    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-        raise ValueError(f"groups must be an integer tensor, got {groups.dtype}")
+    check_integer_ids("groups", groups)
     if emb.is_floating_point() and not bool(torch.isfinite(emb).all()):
         raise ValueError("emb contains NaN or infinite values")
-    ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks}")
+    ks = check_ks(ks)
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
     return ks
