@@ -41,3 +41,27 @@ def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))  # the reuse record
     print(f"[done] {name} in {wall:.0f} s: rsum {metrics['rsum']:.2f}", flush=True)
     return metrics, wall
+
+
+def plot_rsum(path: Path, labels: list[str], runs: list[list[dict]], xlabel: str, with_std: bool = True) -> None:
+    """One bar per row (mean RSUM, ± std when ``with_std``), every seed as a dot: the spread is part of the result."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [[r["rsum"] for r in row] for row in runs]
+    means = [statistics.mean(v) for v in values]
+    stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values] if with_std else None
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=4)
+    for i, v in enumerate(values):
+        ax.scatter(v, [i] * len(v), color="black", s=12, zorder=3)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runlib import run_fit  # noqa: E402
+from runlib import plot_rsum, run_fit  # noqa: E402
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
@@ -66,24 +66,9 @@ def write_table(path: Path, titles: dict[str, str], summary: dict, seeds: int, h
 
 
 def plot(path: Path, titles: dict[str, str], summary: dict, results: dict[str, list[dict]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = list(summary)
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.5))
-    means = [summary[r]["rsum"][0] for r in rows]
-    stds = [summary[r]["rsum"][1] for r in rows]
-    ax.barh(range(len(rows)), means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=4)
-    for i, r in enumerate(rows):  # every seed as a dot: the spread is part of the result
-        ax.scatter([run["rsum"] for run in results[r]], [i] * len(results[r]), color="black", s=12, zorder=3)
-    ax.set_yticks(range(len(rows)), [short_label(r, titles[r]) for r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("RSUM (sum of I2T and T2I R@1/5/10), mean ± std; dots = seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_rsum(path, [short_label(r, titles[r]) for r in rows], [results[r] for r in rows],
+              "RSUM (sum of I2T and T2I R@1/5/10), mean ± std; dots = seeds")
 
 
 def main(argv: list[str] | None = None) -> None:

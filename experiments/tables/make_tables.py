@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from runlib import run_fit  # noqa: E402
+from runlib import plot_rsum, run_fit  # noqa: E402
 
 IMAGE_ROWS = {  # key: (title, config, test split note)
     "clip": ("CLIP-style baseline (in-batch contrastive)", "default.yaml", "1,000 × 5,000"),
@@ -166,23 +166,10 @@ def embedded(path: Path, missing: str) -> list[str]:
 
 
 def plot(path: Path, results: dict[str, list[dict]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(results)
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(keys) + 1.5))
-    for i, key in enumerate(keys):
-        values = [r["rsum"] for r in results[key]]
-        ax.barh(i, statistics.mean(values), color="#4c72b0", alpha=0.8)
-        ax.scatter(values, [i] * len(values), color="black", s=14, zorder=3)
-    ax.set_yticks(range(len(keys)), [IMAGE_ROWS[k][0].split(" (")[0] + f"\n({IMAGE_ROWS[k][2]})" for k in keys])
-    ax.invert_yaxis()
-    ax.set_xlabel("RSUM on the synthetic test split (mean; dots = seeds); the two lower rows use a 100-image subset")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_rsum(path, [IMAGE_ROWS[k][0].split(" (")[0] + f"\n({IMAGE_ROWS[k][2]})" for k in keys], [results[k] for k in keys],
+              "RSUM on the synthetic test split (mean; dots = seeds); the two lower rows use a 100-image subset",
+              with_std=False)
 
 
 def main(argv: list[str] | None = None) -> None:
