@@ -107,7 +107,7 @@ def test_teacher_weights_come_from_the_checkpoint_and_misfits_are_errors(tmp_pat
     torch.save({"state_dict": {"something.else": torch.zeros(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(ConfigError, match="has no vision"):
         FrozenTeacher(OpenCLIPVisionTower(config=VISION, embed_dim=16), str(tmp_path / "other.ckpt"), prefix="vision.")
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist .`make teacher` writes"):
         FrozenTeacher(OpenCLIPVisionTower(config=VISION, embed_dim=16), str(tmp_path / "missing.ckpt"))
 
 

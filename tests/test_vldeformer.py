@@ -120,3 +120,8 @@ def test_single_stream_then_decomposition_then_rerank_through_the_cli(tmp_path):
                 *_data_args(tmp_path)])
     reranked = {k.removeprefix("test/"): float(v) for k, v in cli3.trainer.callback_metrics.items()}
     assert reranked["i2t_r1"] == pytest.approx(dec["i2t_r1"]) and reranked["t2i_r1"] == pytest.approx(dec["t2i_r1"])
+
+
+def test_missing_stage1_checkpoint_says_what_writes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="single_stream.yaml"):
+        DecomposedEncoder(VLTransformer(config=CONFIG, context_length=16), init_from=str(tmp_path / "none.ckpt"))

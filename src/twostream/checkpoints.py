@@ -11,16 +11,19 @@ from twostream.errors import ConfigError
 TRANSFERRED = ("vision.", "text.", "shared.", "image_proj.", "text_proj.", "log_temperature")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a Lightning ``.ckpt`` (its ``state_dict``) or of a plain state-dict file."""
+FINETUNE_HINT = "for `make finetune`, run `make pretrain` first; it writes runs/default/version_*/checkpoints/last.ckpt"
+
+
+def read_state_dict(path: str | Path, what: str = "init_from:", missing_hint: str = FINETUNE_HINT) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning ``.ckpt`` (its ``state_dict``) or of a plain state-dict file;
+    errors name the setting (``what``) and, for a missing file, what writes it (``missing_hint``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init_from: {path} does not exist (for `make finetune`, run `make pretrain` first; "
-                                f"it writes runs/default/version_*/checkpoints/last.ckpt)")
+        raise FileNotFoundError(f"{what} {path} does not exist ({missing_hint})")
     blob = torch.load(path, map_location="cpu", weights_only=False)
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"init_from: {path} holds neither a Lightning checkpoint nor a state dict")
+        raise ConfigError(f"{what} {path} holds neither a Lightning checkpoint nor a state dict")
     return state
 
 
@@ -60,11 +63,13 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
     return {"loaded": len(loaded), "missing": len(missing)}
 
 
-def load_prefixed(module: nn.Module, path: str | Path, prefix: str, what: str, target: str, hint: str) -> int:
+def load_prefixed(module: nn.Module, path: str | Path, prefix: str, what: str, target: str, hint: str,
+                  missing_hint: str) -> int:
     """Copy the ``prefix``-ed tensors of a checkpoint into ``module``; every key of ``module`` must be
     there with its shape (a frozen teacher or a decomposed transformer that silently kept random weights
-    would make the run meaningless). Errors start with ``what`` and ``path`` and end with ``hint``."""
-    state = read_state_dict(path)
+    would make the run meaningless). Errors start with ``what`` and ``path`` and end with ``hint``
+    (``missing_hint``, for a missing file: what writes it)."""
+    state = read_state_dict(path, what, missing_hint)
     picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not picked:
         raise ConfigError(f"{what} {path} has no {prefix}* tensors (keys start with "

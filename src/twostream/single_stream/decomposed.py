@@ -98,5 +98,6 @@ def load_transformer(transformer: VLTransformer, path: str) -> None:
     """``transformer.*`` of a SingleStreamModel checkpoint into ``transformer`` (all keys must fit)."""
     n = load_prefixed(transformer, path, "transformer.", "init_from:", "transformer",
                       "it is not a single-stream checkpoint of this transformer config: use the `transformer` "
-                      "config of the run that wrote it")
+                      "config of the run that wrote it",
+                      "stage 1, `make pretrain CONFIG=experiments/pretrain/single_stream.yaml`, writes runs/single_stream/last.ckpt")
     print(f"init_from: {n} transformer tensors from {path}")
