@@ -5,7 +5,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 CONFIG   ?= experiments/pretrain/default.yaml
 TOKENIZER := runs/tokenizer/vqvae.pt
-SEEDS    ?= 3
+SEEDS    ?= 5
 JOBS     ?= 2
 # configs with masked vision modeling need the visual tokenizer: build it first when missing
 NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2>/dev/null)),$(TOKENIZER))
@@ -33,8 +33,8 @@ help:
 	@echo "make finetune [PRETRAINED=ckpt]    fine-tune the newest make-pretrain checkpoint on new embedded data"
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
 	@echo "make teacher                       train COOKIE's frozen teachers (the default model) -> $(TEACHER)"
-	@echo "make ablate [SEEDS=3] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
-	@echo "make tables [SEEDS=3] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
+	@echo "make ablate [SEEDS=5] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
+	@echo "make tables [SEEDS=5] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 

@@ -1,16 +1,20 @@
-"""One ``python -m twostream fit`` run per (configs, seed), reused when it already finished.
+"""One ``python -m twostream fit`` run per (configs, seed), reused when it already finished; tables and plots of them.
 
 Shared by the ablation sweep and ``make tables``: both drive the user's entry point in subprocesses
-and collect each run's metrics.json, so an interrupted sweep continues where it stopped.
+and collect each run's metrics.json, so an interrupted sweep continues where it stopped. A row's runs
+are a dict seed -> metrics, so rows are compared seed by seed (stats.py) whatever order they finished in.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from stats import MeanCI, PairedDifference, mean_ci, paired_difference, t_cdf, t_quantile  # noqa: F401 (re-exported)
 
 
 def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = (), rerun: bool = False,
@@ -43,25 +47,105 @@ def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list
     return metrics, wall
 
 
-def plot_rsum(path: Path, labels: list[str], runs: list[list[dict]], xlabel: str, with_std: bool = True) -> None:
-    """One bar per row (mean RSUM, ± std when ``with_std``), every seed as a dot: the spread is part of the result."""
-    import statistics
+def by_seed(runs: dict[int, dict], metric: str) -> dict[int, float]:
+    """One metric of a row's runs, keyed by seed; runs that lack it are left out."""
+    return {seed: r[metric] for seed, r in runs.items() if metric in r}
 
+
+def ci_cell(values, level: float = 0.95) -> str:
+    """``mean ± half-width`` of the CI; "n/a" for the half-width of a single run, "-" for none."""
+    ci = mean_ci(values, level)
+    if ci.n == 0:
+        return "-"
+    return f"{ci.mean:.2f} ± " + ("n/a" if math.isnan(ci.half_width) else f"{ci.half_width:.2f}")
+
+
+def paired_headers(baseline_label: str, metric: str = "rsum", level: float = 0.95) -> list[str]:
+    """Column titles of ``paired_cells``."""
+    return [f"Δ {metric.upper()} vs {baseline_label} [{100 * level:g} % CI]", "p", "verdict"]
+
+
+def verdict(diff: PairedDifference | None) -> str:
+    """What a reader may conclude: None stands for the baseline row itself."""
+    if diff is None:
+        return "baseline"
+    return "distinguishable" if diff.distinguishable else "not distinguishable at this scale"
+
+
+def paired_cells(diff: PairedDifference | None, seeds: int) -> list[str]:
+    """Δ [CI], p and verdict cells; ``seeds`` is the row's own count, so fewer paired seeds are flagged."""
+    if diff is None:
+        return ["-", "-", verdict(None)]
+    if diff.n == 0:
+        return ["n/a (no common seed)", "n/a", verdict(diff)]
+    ci = "n/a" if math.isnan(diff.low) else f"{diff.low:+.2f}, {diff.high:+.2f}"
+    p = "n/a" if math.isnan(diff.p) else ("< 0.001" if diff.p < 0.001 else f"{diff.p:.3f}")
+    paired = f" (n={diff.n})" if diff.n != seeds else ""
+    return [f"{diff.mean:+.2f} [{ci}]{paired}", p, verdict(diff)]
+
+
+def markdown_table(labels: list[str], runs: list[dict[int, dict]], metrics: tuple[str, ...], baseline: int | None = None,
+                   baseline_label: str | None = None, level: float = 0.95, first: str = "row") -> list[str]:
+    """Mean ± CI half-width per metric, then (with a baseline row index) the paired RSUM comparison columns."""
+    head = [first, *(m.replace("_", " ").upper() for m in metrics)]
+    align = "|---|" + "---:|" * len(metrics)
+    if baseline is not None:
+        head += paired_headers(baseline_label or labels[baseline], "rsum", level)
+        align += "---:|---:|---|"
+    lines = ["| " + " | ".join(head) + " |", align]
+    for i, (label, row) in enumerate(zip(labels, runs)):
+        cells = [label, *(ci_cell(by_seed(row, m).values(), level) for m in metrics)]
+        if baseline is not None:
+            diff = None if i == baseline else paired_difference(by_seed(runs[baseline], "rsum"), by_seed(row, "rsum"), level)
+            cells += paired_cells(diff, len(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _seeds_and_mean(ax, y: int, values: list[float], level: float, color: str) -> None:
+    """Every seed as a dot (spread a little vertically so equal values stay visible), the mean as a diamond ± CI."""
+    offsets = [0.0] if len(values) < 2 else [-0.2 + 0.4 * k / (len(values) - 1) for k in range(len(values))]
+    ax.scatter(values, [y + o for o in offsets], color="black", s=12, zorder=3)
+    ci = mean_ci(values, level)
+    if ci.n:
+        err = None if math.isnan(ci.half_width) else [[ci.half_width], [ci.half_width]]
+        ax.errorbar([ci.mean], [y], xerr=err, fmt="D", color=color, ms=7, capsize=5, elinewidth=2, zorder=2)
+
+
+def plot_rsum(path: Path, labels: list[str], runs: list[dict[int, dict]], xlabel: str, baseline: int | None = None,
+              comparable: list[bool] | None = None, level: float = 0.95, metric: str = "rsum") -> None:
+    """Per row: seeds as dots, the mean with its CI (not the std: the CI says how well the mean is known).
+
+    With ``baseline`` (a row index) a second panel shows each row's paired difference to it, per seed
+    and as mean ± CI, against a line at 0; ``comparable`` marks the rows measured like the baseline.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    values = [[r["rsum"] for r in row] for row in runs]
-    means = [statistics.mean(v) for v in values]
-    stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values] if with_std else None
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.5))
-    ax.barh(range(len(labels)), means, xerr=stds, color="#4c72b0", alpha=0.8, capsize=4)
+    values = [by_seed(r, metric) for r in runs]
+    panels = 1 if baseline is None else 2
+    fig, axes = plt.subplots(1, panels, sharey=True, squeeze=False, figsize=(8 + 5 * (panels - 1), 0.55 * len(labels) + 1.8))
+    ax = axes[0][0]
     for i, v in enumerate(values):
-        ax.scatter(v, [i] * len(v), color="black", s=12, zorder=3)
+        _seeds_and_mean(ax, i, list(v.values()), level, "#4c72b0")
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
+    ax.set_title(f"mean ◆ ± {100 * level:g} % CI; dots = seeds", fontsize=10)
+    if baseline is not None:
+        dx = axes[0][1]
+        dx.axvline(0.0, color="grey", lw=1)
+        for i, v in enumerate(values):
+            if i == baseline or (comparable is not None and not comparable[i]):
+                dx.annotate("baseline" if i == baseline else "not compared", (0, i), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=8, color="grey")
+                continue
+            diff = paired_difference(values[baseline], v, level)
+            _seeds_and_mean(dx, i, list(diff.differences.values()), level, "#dd8452")
+        dx.set_xlabel(f"paired Δ {metric.upper()} vs {labels[baseline].splitlines()[0]} (same seed)")
+        dx.set_title(f"Δ mean ◆ ± {100 * level:g} % CI; dots = seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""`run_ablation.py` (what `make ablate` runs): rows x seeds through the CLI, table + JSON + plot, reuse."""
+"""`run_ablation.py` (what `make ablate` runs): rows x seeds through the CLI, CI + paired table, JSON, plot, reuse."""
 import json
 import os
 import subprocess
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_ablation_sweep_writes_mean_std_table_and_reuses_runs(tmp_path):
+def test_ablation_sweep_writes_ci_and_paired_table_and_reuses_runs(tmp_path):
     (tmp_path / "runs" / "tokenizer").mkdir(parents=True)
     tiny_tokenizer(tmp_path / "runs" / "tokenizer" / "vqvae.pt")  # where cots.yaml's MVM head looks (cwd = tmp)
     override = cots_override(tmp_path, heads="keep")
@@ -31,10 +31,17 @@ def test_ablation_sweep_writes_mean_std_table_and_reuses_runs(tmp_path):
     table = (tmp_path / "abl.md").read_text()
     assert "CLIP-style in-batch contrastive only" in table and "full COTS" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
-    assert len(rows) == 2 and all(line.count(" ± ") == 7 for line in rows) and "Mean ± std over 2 seed(s)" in table
+    assert len(rows) == 2 and all(line.count(" ± ") == 7 for line in rows)
+    assert "Mean ± 95 % CI half-width (Student t, n−1 df) over 2 seed(s)" in table
+    assert "| Δ RSUM vs `1_itc` [95 % CI] | p | verdict |" in table
+    assert rows[0].endswith("| - | - | baseline |")
+    assert rows[1].endswith(("| distinguishable |", "| not distinguishable at this scale |"))
     data = json.loads((tmp_path / "abl.json").read_text())
-    assert [len(v) for v in data["runs"].values()] == [2, 2]
-    full = data["runs"]["7_full"][0]
+    assert [sorted(v) for v in data["runs"].values()] == [["0", "1"], ["0", "1"]] and data["baseline"] == "1_itc"
+    assert data["summary"]["1_itc"]["rsum"]["n"] == 2 and set(data["paired_vs_baseline"]) == {"7_full"}
+    paired = data["paired_vs_baseline"]["7_full"]["rsum"]
+    assert paired["n"] == 2 and set(paired["differences"]) == {"0", "1"}
+    full = data["runs"]["7_full"]["0"]
     assert 0 <= full["rsum"] <= 600 and full["rsum"] == pytest.approx(sum(full[k] for k in
                                                                           ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")))
     assert (tmp_path / "abl.png").stat().st_size > 1000

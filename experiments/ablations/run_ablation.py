@@ -1,26 +1,27 @@
-"""Run every ablation row for N seeds and write a mean ± std table, a JSON file and a PNG plot.
+"""Run every ablation row for N seeds and write a mean ± 95 % CI table, a JSON file and a PNG plot.
 
     python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
-        --rows experiments/ablations/cots --seeds 3 --out experiments/results/cots_ablation
+        --rows experiments/ablations/cots --seeds 5 --out experiments/results/cots_ablation
 
 Each row is a small override YAML applied on top of ``--base`` (and ``--schedule``: sizes and
 epochs shared by all rows); each (row, seed) is one
 ``python -m twostream fit`` subprocess (the user's entry point) whose metrics.json is collected.
 Finished runs are reused (``--rerun`` to ignore them), so an interrupted sweep continues.
+Every row is compared with ``--baseline`` (default: the first row) seed by seed: paired Δ RSUM,
+its 95 % CI and the paired t-test's p-value, and whether the difference shows at this scale.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runlib import plot_rsum, run_fit  # noqa: E402
+from runlib import by_seed, markdown_table, mean_ci, paired_difference, plot_rsum, run_fit  # noqa: E402
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
@@ -44,31 +45,36 @@ def short_label(stem: str, title: str, width: int = 38) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    out = {}
-    for row, runs in results.items():
-        out[row] = {m: (statistics.mean(r[m] for r in runs), statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0)
-                    for m in METRICS}
-    return out
+def summarise(results: dict[str, dict[int, dict]], baseline: str) -> tuple[dict, dict]:
+    """Per row and metric: the mean's 95 % CI, and the paired difference to the baseline row (JSON-ready)."""
+    summary = {row: {m: mean_ci(by_seed(runs, m).values()).as_dict() for m in METRICS} for row, runs in results.items()}
+    paired = {row: {m: paired_difference(by_seed(results[baseline], m), by_seed(runs, m)).as_dict() for m in METRICS}
+              for row, runs in results.items() if row != baseline}
+    return summary, paired
 
 
-def write_table(path: Path, titles: dict[str, str], summary: dict, seeds: int, header: str, wall: float,
-                run_total: float, jobs: int) -> None:
-    lines = [header, "", f"Mean ± std over {seeds} seed(s); recalls in percent on the embedded synthetic test split. "
+def write_table(path: Path, titles: dict[str, str], results: dict[str, dict[int, dict]], baseline: str, seeds: int,
+                header: str, wall: float, run_total: float, jobs: int) -> None:
+    rows = list(results)
+    others = len(rows) - 1  # comparisons made, each at 5 %: say how often one is a false alarm
+    multiple = "" if others < 2 else (
+        f"Each row is tested on its own: with {others} rows at 5 % each, a false \"distinguishable\" somewhere "
+        f"is expected in about {100 * (1 - 0.95 ** others):.0f} % of sweeps where nothing differs. ")
+    lines = [header, "", f"Mean ± 95 % CI half-width (Student t, n−1 df) over {seeds} seed(s), \"n/a\" with one seed; "
+             "recalls in percent on the embedded synthetic test split. Δ RSUM: each row minus the baseline row "
+             f"(`{baseline}`: {titles[baseline].rstrip('.')}) over the seeds both ran, paired by seed number, with "
+             "its 95 % CI and the paired t-test's two-sided p; \"distinguishable\" means that CI excludes 0. " + multiple +
              f"Wall time: {wall / 60:.1f} min elapsed for this invocation ({jobs} run(s) at a time); "
              f"{run_total / 60:.1f} min summed over the runs' own wall times (reused runs included).", "",
-             "| row | " + " | ".join(m.replace("_", " ").upper() for m in METRICS) + " |",
-             "|---|" + "---:|" * len(METRICS)]
-    for row, stats in summary.items():
-        cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in (stats[m] for m in METRICS)]
-        lines.append(f"| {titles[row]} | " + " | ".join(cells) + " |")
+             *markdown_table([titles[r] for r in rows], [results[r] for r in rows], METRICS, rows.index(baseline),
+                             f"`{baseline}`")]
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(path: Path, titles: dict[str, str], summary: dict, results: dict[str, list[dict]]) -> None:
-    rows = list(summary)
+def plot(path: Path, titles: dict[str, str], results: dict[str, dict[int, dict]], baseline: str) -> None:
+    rows = list(results)
     plot_rsum(path, [short_label(r, titles[r]) for r in rows], [results[r] for r in rows],
-              "RSUM (sum of I2T and T2I R@1/5/10), mean ± std; dots = seeds")
+              "RSUM (sum of I2T and T2I R@1/5/10)", baseline=rows.index(baseline))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,19 +83,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--schedule", default=None, help="YAML applied after --base and before each row (sizes, epochs)")
     p.add_argument("--rows", required=True, help="folder of override YAMLs, run in name order")
     p.add_argument("--only", nargs="*", default=None, help="row file stems to run (default: all)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", required=True, help="output path without suffix (.md, .json, .png are written)")
     p.add_argument("--workdir", default="runs/ablations/cots")
     p.add_argument("--fast", action="store_true", help="small data, 1 epoch, 1 seed: a quick look")
     p.add_argument("--rerun", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time; each gets cpu_count // jobs torch threads")
     p.add_argument("--title", default="COTS ablation (mini-scale)")
+    p.add_argument("--baseline", default=None, help="row file stem every row is compared with (default: the first row)")
     args, extra = p.parse_known_args(argv)
     rows = sorted(Path(args.rows).glob("*.yaml"))
     if args.only:
         rows = [r for r in rows if r.stem in args.only]
     if not rows:
         raise SystemExit(f"--rows {args.rows}: no *.yaml row files found")
+    baseline = args.baseline or rows[0].stem
+    if baseline not in [r.stem for r in rows]:
+        raise SystemExit(f"--baseline {baseline}: not among the rows run ({', '.join(r.stem for r in rows)})")
     seeds = 1 if args.fast else args.seeds
     extra = (FAST if args.fast else []) + extra
     workdir = Path(args.workdir + ("_fast" if args.fast else ""))
@@ -101,19 +111,20 @@ def main(argv: list[str] | None = None) -> None:
         done = list(pool.map(lambda t: run_one(base, t[0], t[1], workdir, extra, args.rerun, threads), tasks))
     wall = time.time() - start
     by_task = dict(zip(tasks, done))
-    results = {r.stem: [by_task[(r, s)][0] for s in range(seeds)] for r in rows}
+    results = {r.stem: {s: by_task[(r, s)][0] for s in range(seeds)} for r in rows}
     run_total = sum(w for _, w in done)
     titles = {r.stem: row_title(r) for r in rows}
-    summary = summarise(results)
+    summary, paired = summarise(results, baseline)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     header = f"# {args.title}{' — FAST (not for reporting)' if args.fast else ''}\n\nCommand: `{command}`"
-    write_table(out.with_suffix(".md"), titles, summary, seeds, header, wall, run_total, args.jobs)
+    write_table(out.with_suffix(".md"), titles, results, baseline, seeds, header, wall, run_total, args.jobs)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "seeds": seeds, "wall_s": wall,
                                                     "run_wall_s_total": run_total, "jobs": args.jobs, "titles": titles,
-                                                    "runs": results, "summary": summary}, indent=1) + "\n")
-    plot(out.with_suffix(".png"), titles, summary, results)
+                                                    "baseline": baseline, "runs": results, "summary": summary,
+                                                    "paired_vs_baseline": paired}, indent=1) + "\n")
+    plot(out.with_suffix(".png"), titles, results, baseline)
     print(out.with_suffix(".md").read_text())
 
 

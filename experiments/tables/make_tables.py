@@ -1,6 +1,6 @@
 """``make tables``: run (or reuse) the configs behind each results table and regenerate tables.md.
 
-    python experiments/tables/make_tables.py --seeds 3            # what `make tables` runs
+    python experiments/tables/make_tables.py --seeds 5            # what `make tables` runs
     python experiments/tables/make_tables.py --fast --workdir /tmp/t --out /tmp/t/tables   # CI-sized check
 
 (a) image-text retrieval at mini scale (the embedded configs `make pretrain` runs), (b) text-to-video
@@ -9,13 +9,13 @@ table (from `make bench`'s). Each (row, seed) is one ``python -m twostream fit``
 metrics.json is kept under ``--workdir``; finished runs are reused, so an interrupted call continues.
 VLDeformer's seed k decomposes the single-stream run of seed k. ``--fast`` shrinks data and epochs
 and builds untrained stand-ins for the visual tokenizer and COOKIE's teachers: it checks that every
-row runs end to end, its numbers mean nothing (the output says so).
+row runs end to end, its numbers mean nothing (the output says so). Cells are mean ± 95 % CI; rows
+on the CLIP baseline's test split are compared with it seed by seed (paired Δ RSUM, CI, p).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,7 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from runlib import plot_rsum, run_fit  # noqa: E402
+from runlib import (by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
+                    run_fit, verdict)
 
 IMAGE_ROWS = {  # key: (title, config, test split note)
     "clip": ("CLIP-style baseline (in-batch contrastive)", "default.yaml", "1,000 × 5,000"),
@@ -84,17 +85,18 @@ def fast_stand_ins(workdir: Path) -> dict[str, Path]:
     return overrides
 
 
-def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[str] | None) -> dict[str, list[dict]]:
+def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[str] | None) -> dict[str, dict[int, dict]]:
+    """Row key -> seed -> metrics (keyed by seed: rows skipped by --only may miss some seeds, pairing must not shift)."""
     data = [*FAST_DATA, f"--data.init_args.root={workdir / 'data'}"] if fast else []
     stand_ins = fast_stand_ins(workdir) if fast else {}
-    results: dict[str, list[dict]] = {}
+    results: dict[str, dict[int, dict]] = {}
     for key, (_, cfg, _) in IMAGE_ROWS.items():
-        results[key] = []
+        results[key] = {}
         for seed in range(seeds):
             if only and key not in only:  # not run now, but shown when an earlier call finished it
                 done = workdir / f"{key}_seed{seed}" / "metrics.json"
                 if done.exists():
-                    results[key].append(json.loads(done.read_text()))
+                    results[key][seed] = json.loads(done.read_text())
                 continue
             configs, extra = [config(cfg)], list(data)
             if key in stand_ins:
@@ -109,50 +111,83 @@ def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[st
                 extra.append(f"--model.init_args.init_from={ckpt / 'last.ckpt'}")
             if fast and key in ("single_stream", "vldeformer"):
                 extra.append("--data.init_args.eval_images=20")
-            results[key].append(run_fit(configs, f"{key}_seed{seed}", seed, workdir, extra, rerun)[0])
+            results[key][seed] = run_fit(configs, f"{key}_seed{seed}", seed, workdir, extra, rerun)[0]
     return results
 
 
-def video_runs(seeds: int, workdir: Path, fast: bool, rerun: bool) -> list[dict]:
+def video_runs(seeds: int, workdir: Path, fast: bool, rerun: bool) -> dict[int, dict]:
     extra = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=20",
              "--trainer.max_epochs=1", "--trainer.limit_val_batches=0", f"--data.init_args.root={workdir / 'video_data'}"] if fast else []
-    return [run_fit([config("video.yaml")], f"video_seed{s}", s, workdir, extra, rerun)[0] for s in range(seeds)]
+    return {s: run_fit([config("video.yaml")], f"video_seed{s}", s, workdir, extra, rerun)[0] for s in range(seeds)}
 
 
-def mean_std(runs: list[dict], key: str) -> str:
-    values = [r[key] for r in runs if key in r]
-    if not values:
-        return "-"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+def mean_ci_cell(runs: dict[int, dict], key: str) -> str:
+    """One table cell: the metric's mean ± 95 % CI over the row's seeds ("-" when no run has it)."""
+    return ci_cell(by_seed(runs, key).values())
 
 
-def table_a(results: dict[str, list[dict]], fast: bool) -> list[str]:
+def same_split_as_clip(key: str) -> bool:
+    """RSUM depends on the gallery size: only rows scored on the CLIP baseline's test split compare with it."""
+    return IMAGE_ROWS[key][2] == IMAGE_ROWS["clip"][2]
+
+
+def rsum_vs_clip(results: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Paired RSUM difference to the CLIP baseline (JSON-ready) for every other row on its test split."""
+    return {k: paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum")).as_dict()
+            for k, runs in results.items() if k != "clip" and same_split_as_clip(k)}
+
+
+def vs_clip(results: dict[str, dict[int, dict]], key: str) -> list[str]:
+    """Paired Δ RSUM, p and verdict cells of one table (a) row against the CLIP baseline."""
+    if key == "clip":
+        return paired_cells(None, 0)
+    if not same_split_as_clip(key):
+        return ["-", "-", "not compared (other test split)"]
+    runs = results.get(key, {})
+    return paired_cells(paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum")), len(runs))
+
+
+def vldeformer_sentence(results: dict[str, dict[int, dict]]) -> list[str]:
+    """VLDeformer against the single-stream model each of its seeds decomposes: the paper's claim, paired by seed."""
+    ss, vl = (by_seed(results[k], "rsum") for k in ("single_stream", "vldeformer"))
+    ss_mean, vl_mean = (sum(v.values()) / len(v) for v in (ss, vl))
+    diff = paired_difference(ss, vl)
+    delta, p, _ = paired_cells(diff, diff.n)
+    return ["", f"VLDeformer vs. the single-stream model it decomposes, same 100-image test subset: mean RSUM "
+            f"{vl_mean:.2f} vs {ss_mean:.2f}, i.e. **{(vl_mean - ss_mean) / 6:+.2f} points of average recall** "
+            f"({100 * (vl_mean - ss_mean) / max(ss_mean, 1e-9):+.1f} % relative). Paper: < 0.6 % drop. "
+            f"Paired by seed ({diff.n} seed(s) both ran): Δ RSUM {delta} (95 % CI), p {p}: {verdict(diff)}."]
+
+
+def table_a(results: dict[str, dict[int, dict]], fast: bool) -> list[str]:
+    paired = paired_headers("CLIP-style baseline")
     lines = ["| model | seeds | test images × captions | " + " | ".join(k.replace("_", " ").upper() for k in RECALLS)
-             + " | I2I R@1 | T2T R@1 | papers report (paper scale) |", "|---|---:|---|" + "---:|" * (len(RECALLS) + 2) + "---|"]
+             + " | I2I R@1 | T2T R@1 | " + " | ".join(paired) + " | papers report (paper scale) |",
+             "|---|---:|---|" + "---:|" * (len(RECALLS) + 4) + "---|---|"]
     for key, (title, cfg, split) in IMAGE_ROWS.items():
-        runs = results.get(key, [])
+        runs = results.get(key, {})
         if not runs:
             lines.append(f"| {title} | 0 | not run yet: `make tables` runs `experiments/pretrain/{cfg}` "
-                         + "| - " * (len(RECALLS) + 2) + f"| {PAPER[key]} |")
+                         + "| - " * (len(RECALLS) + 2 + len(paired)) + f"| {PAPER[key]} |")
             continue
         split = "tiny (fast)" if fast else split
-        cells = [mean_std(runs, k) for k in (*RECALLS, "i2i_r1", "t2t_r1")]
-        if runs and "i2i_num_queries" in runs[0]:  # few scenes repeat: say how many queries I2I had
-            cells[-2] += f" (n={int(runs[0]['i2i_num_queries'])})"
+        cells = [mean_ci_cell(runs, k) for k in (*RECALLS, "i2i_r1", "t2t_r1")]
+        first = next(iter(runs.values()))
+        if "i2i_num_queries" in first:  # few scenes repeat: say how many queries I2I had
+            cells[-2] += f" (n={int(first['i2i_num_queries'])})"
+        cells += vs_clip(results, key)
         lines.append(f"| {title} | {len(runs)} | {split} | " + " | ".join(cells) + f" | {PAPER[key]} |")
     if results.get("single_stream") and results.get("vldeformer"):
-        ss, vl = (statistics.mean(r["rsum"] for r in results[k]) for k in ("single_stream", "vldeformer"))
-        lines += ["", f"VLDeformer vs. the single-stream model it decomposes, same 100-image test subset: mean RSUM "
-                  f"{vl:.2f} vs {ss:.2f}, i.e. **{(vl - ss) / 6:+.2f} points of average recall** "
-                  f"({100 * (vl - ss) / max(ss, 1e-9):+.1f} % relative). Paper: < 0.6 % drop."]
+        lines += vldeformer_sentence(results)
     return lines
 
 
-def table_b(runs: list[dict]) -> list[str]:
+def table_b(runs: dict[int, dict]) -> list[str]:
     keys = ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr")
     head = "| model | seeds | T2V R@1 | T2V R@5 | T2V R@10 | T2V MedR | V2T R@1 | V2T R@5 | V2T R@10 | V2T MedR | papers report |"
     return [head, "|---|---:|" + "---:|" * len(keys) + "---|",
-            f"| video.yaml (4 frames, ViT frames + temporal transformer) | {len(runs)} | " + " | ".join(mean_std(runs, k) for k in keys)
+            f"| video.yaml (4 frames, ViT frames + temporal transformer) | {len(runs)} | "
+            + " | ".join(mean_ci_cell(runs, k) for k in keys)
             + " | COTS: state of the art on MSR-VTT [paper; figure not known here] |"]
 
 
@@ -165,16 +200,17 @@ def embedded(path: Path, missing: str) -> list[str]:
     return [f"From `{path.relative_to(ROOT)}` (see that file for its command and machine):", "", *lines[start:]]
 
 
-def plot(path: Path, results: dict[str, list[dict]]) -> None:
+def plot(path: Path, results: dict[str, dict[int, dict]]) -> None:
     keys = list(results)
     plot_rsum(path, [IMAGE_ROWS[k][0].split(" (")[0] + f"\n({IMAGE_ROWS[k][2]})" for k in keys], [results[k] for k in keys],
-              "RSUM on the synthetic test split (mean; dots = seeds); the two lower rows use a 100-image subset",
-              with_std=False)
+              "RSUM on the synthetic test split; the two lower rows use a 100-image subset",
+              baseline=keys.index("clip") if "clip" in keys else None,
+              comparable=[same_split_as_clip(k) for k in keys])
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--workdir", default="runs/tables")
     p.add_argument("--out", default="experiments/results/tables", help="path without suffix: .md .json .png")
     p.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, 1 seed, untrained stand-ins: a run check")
@@ -185,17 +221,19 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     seeds, workdir, start = (1 if args.fast else args.seeds), Path(args.workdir), time.time()
     images = image_runs(seeds, workdir, args.fast, args.rerun, args.only)
-    video = ([json.loads(f.read_text()) for s in range(seeds) if (f := workdir / f"video_seed{s}" / "metrics.json").exists()]
+    video = ({s: json.loads(f.read_text()) for s in range(seeds) if (f := workdir / f"video_seed{s}" / "metrics.json").exists()}
              if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun))
     wall = time.time() - start
-    run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs)
+    run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs.values())
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# twostream results tables{' — FAST RUN CHECK, NOT RESULTS' if args.fast else ''}", "",
              f"Command: `{command}`. Mini-scale: tiny models on the embedded synthetic data, CPU; recalls in percent, "
-             f"mean ± std over the seeds column (a single value when one seed). Papers' figures are at paper scale "
-             f"(their data, models and splits) and only show what each paper claims. This call: {wall / 60:.1f} min "
+             f"mean ± 95 % CI half-width (Student t, n−1 df) over the seeds column (\"n/a\" with one seed). Table (a) "
+             f"compares each row on the CLIP baseline's test split with it seed by seed: paired Δ RSUM with its 95 % CI, "
+             f"the paired t-test's two-sided p, and \"distinguishable\" when that CI excludes 0. Papers' figures are at "
+             f"paper scale (their data, models and splits) and only show what each paper claims. This call: {wall / 60:.1f} min "
              f"elapsed; the runs' own wall times sum to {run_total / 60:.1f} min (reused runs included).", "",
              "## (a) Image-text retrieval, mini scale", "", *table_a(images, args.fast), "",
              "## (b) Text-to-video retrieval, embedded video data", "", *(table_b(video) if video else ["_skipped_"]), "",
@@ -203,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
              "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`")]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"command": command, "fast": args.fast, "wall_s": wall,
-                                                    "image_text": images, "video": video}, indent=1) + "\n")
+                                                    "image_text": images, "video": video,
+                                                    "rsum_vs_clip": rsum_vs_clip(images)}, indent=1) + "\n")
     if any(images.values()):
         plot(out.with_suffix(".png"), {k: v for k, v in images.items() if v})
     print(out.with_suffix(".md").read_text())
