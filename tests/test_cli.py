@@ -64,6 +64,10 @@ def test_fit_then_test_writes_metrics_checkpoint_and_logs(finished_run, capsys):
     assert metrics["rsum"] == pytest.approx(sum(metrics[k] for k in
                                                 ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")), abs=1e-3)
     assert metrics["i2t_r1"] <= metrics["i2t_r5"] <= metrics["i2t_r10"]
+    # the synthetic test split's oracle ceiling, and the result as a share of it
+    assert 0 < metrics["oracle"]["t2i_r1"] <= 100 and metrics["oracle"]["t2i_r10"] >= metrics["oracle"]["t2i_r1"]
+    assert metrics["pct_of_oracle"]["rsum"] == pytest.approx(100 * metrics["rsum"] / metrics["oracle"]["rsum"], abs=0.01)
+    assert "oracle ceiling" in capsys.readouterr().out
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (run_dir / "config.yaml").is_file()

@@ -81,7 +81,7 @@ def test_at_least_five_distinct_captions_per_image(datamodule):
             assert len({c for c, j in zip(split.captions, split.text_to_image) if j == i}) == 5
     rng = random.Random(0)
     scene = synthetic_shapes.sample_scene(rng)
-    assert len(set(make_captions(scene, rng, 12))) == 12  # more captions per image is configurable
+    assert len(set(make_captions(scene, rng, 12)[0])) == 12  # more captions per image is configurable
 
 
 def test_captions_are_true_of_their_scene():

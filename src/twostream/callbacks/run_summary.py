@@ -15,19 +15,34 @@ def run_dir(trainer: L.Trainer) -> str:
     return trainer.logger.log_dir if trainer.logger is not None else trainer.default_root_dir
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    head = "| " + " | ".join(k for k in RECALL_KEYS if k in metrics) + " |"
-    rule = "|" + "|".join("---:" for k in RECALL_KEYS if k in metrics) + "|"
-    row = "| " + " | ".join(f"{metrics[k]:.2f}" for k in RECALL_KEYS if k in metrics) + " |"
-    return "\n".join([head, rule, row])
+def format_table(metrics: dict) -> str:
+    """The recall row; with an oracle ceiling, also the ceiling and the result as a percentage of it."""
+    keys = [k for k in RECALL_KEYS if k in metrics]
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "|".join("---:" for _ in keys) + "|",
+             "| model | " + " | ".join(f"{metrics[k]:.2f}" for k in keys) + " |"]
+    if "oracle" in metrics:
+        lines.append("| oracle ceiling | " + " | ".join(f"{metrics['oracle'][k]:.2f}" for k in keys) + " |")
+        lines.append("| % of ceiling | " + " | ".join(f"{metrics['pct_of_oracle'][k]:.1f}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def add_oracle(metrics: dict, oracle: dict[str, float] | None) -> dict:
+    """``metrics`` plus ``oracle`` (the split's expected ceiling) and ``pct_of_oracle`` (100 x result /
+    ceiling, per recall key), when the data can compute a ceiling."""
+    if oracle:
+        keys = [k for k in oracle if k in metrics]
+        metrics = {**metrics, "oracle": {k: round(oracle[k], 3) for k in keys},
+                   "pct_of_oracle": {k: round(100.0 * metrics[k] / oracle[k], 2) for k in keys}}
+    return metrics
 
 
 class RunSummary(L.Callback):
     """After testing: print the recall table and write ``metrics.json`` (percent) into the run dir.
 
     ``metrics.json`` holds the test recalls under plain keys (``i2t_r1`` ... ``rsum``), the median
-    and mean ranks, ``fit_wall_s`` (seconds of the preceding fit in this process, if any) and, when
-    the datamodule names its splits (MSR-VTT), ``splits``.
+    and mean ranks, ``fit_wall_s`` (seconds of the preceding fit in this process, if any), when the
+    datamodule can compute one (synthetic data) the test split's oracle ceiling ``oracle`` and the
+    result as ``pct_of_oracle``, and, when the datamodule names its splits (MSR-VTT), ``splits``.
     """
 
     def __init__(self, filename: str = "metrics.json"):
@@ -49,7 +64,10 @@ class RunSummary(L.Callback):
                    if k.startswith("test/")}
         if self.fit_wall_s is not None:
             metrics["fit_wall_s"] = round(self.fit_wall_s, 1)
-        split_names = getattr(trainer.datamodule, "split_names", None) if trainer.datamodule is not None else None
+        dm = trainer.datamodule
+        if hasattr(dm, "oracle_recall"):
+            metrics = add_oracle(metrics, dm.oracle_recall("test"))
+        split_names = getattr(dm, "split_names", None) if dm is not None else None
         if split_names:  # e.g. MSR-VTT {"train": "9k", "test": "1k-A"}: results tables name the split
             metrics["splits"] = dict(split_names)
         out_dir = run_dir(trainer)

@@ -285,6 +285,11 @@ class RetrievalDataModule(L.LightningDataModule):
         split = self.get_split(split_name)
         return None if split.scenes is None else group_ids(split.scenes)
 
+    def oracle_recall(self, split_name: str) -> dict[str, float] | None:
+        """The recall ceiling of ``split_name`` where the source can check every caption against
+        every image (synthetic data: :mod:`twostream.metrics.oracle`); None for real photos."""
+        return None
+
     def image_transform(self, train: bool = False) -> Transform:
         return build_image_transform(self.image_size, self.mean, self.std, augment=train and self.train_augment)
 

@@ -18,17 +18,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from twostream.data.karpathy import VALID_SPLITS
+from twostream.data.shapes_captions import COLUMNS, ROWS, SHAPE_WORDS, SIZE_WORDS, make_captions, relations  # noqa: F401
 from twostream.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
-SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",),
-               "star": ("star",), "cross": ("cross", "plus sign"), "diamond": ("diamond", "rhombus")}
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 225), "yellow": (235, 200, 0),
            "purple": (135, 45, 180), "orange": (245, 125, 15), "pink": (245, 110, 185), "brown": (125, 75, 30)}
 SIZES = ("small", "large")
-SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
-COLUMNS = ("left", "centre", "right")
-ROWS = ("top", "middle", "bottom")
 BACKGROUNDS = {"light": 225, "dark": 35}
 CHANGES = ("colour", "shape", "size", "position")
 # The caption vocabulary, grouped by what a word names, for hard-negative captions (a word is replaced
@@ -41,7 +37,9 @@ CAPTION_WORD_GROUPS: dict[str, tuple[str, ...]] = {
     "size": tuple("|".join(words) for words in SIZE_WORDS.values()),
     "position": ("top", "middle|centre|center", "bottom", "left", "right"),
 }
-GENERATOR_VERSION = 1  # bump when sampling/captions/rendering change, so stored datasets regenerate
+# Bump when sampling/captions/rendering change, so stored datasets regenerate. 2: every caption is
+# stored with its meaning (``shapes_captions``), for the oracle ceiling; ``specific_captions``.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,7 @@ class SceneRecord:
     scene: Scene
     captions: tuple[str, ...]
     render_seed: int
+    meanings: tuple[tuple, ...] = ()  # what each caption asserts (``shapes_captions.is_true_of``)
     distractor_of: int | None = None  # position (in the same split) of the scene this one copies
     change: str | None = None  # which of CHANGES made it differ from that scene
 
@@ -84,6 +83,7 @@ class ShapesConfig:
     distractor_fraction: float = 0.3
     seed: int = 0
     image_size: int = 64
+    specific_captions: bool = True
 
     def __post_init__(self) -> None:
         for key in ("num_train", "num_val", "num_test"):
@@ -166,8 +166,8 @@ def generate_split(split: str, cfg: ShapesConfig, forbidden: Set[str] = frozense
         while scene is None:
             candidate = sample_scene(rng)
             scene = None if candidate.description() in forbidden else candidate
-        captions = make_captions(scene, rng, cfg.captions_per_image)
-        records.append(SceneRecord(scene, captions, rng.getrandbits(63), source, change))
+        captions, meanings = make_captions(scene, rng, cfg.captions_per_image, cfg.specific_captions)
+        records.append(SceneRecord(scene, captions, rng.getrandbits(63), meanings, source, change))
     return records
 
 
@@ -179,93 +179,6 @@ def generate_all(cfg: ShapesConfig) -> dict[str, list[SceneRecord]]:
         out[split] = generate_split(split, cfg, seen)
         seen |= {r.scene.description() for r in out[split]}
     return {split: out[split] for split in VALID_SPLITS}
-
-
-# ----------------------------------------------------------------------------- captions
-def _article(phrase: str) -> str:
-    return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
-
-
-def _noun_phrase(o: ShapeObject, rng: random.Random) -> str:
-    words = [rng.choice(SIZE_WORDS[o.size])] if rng.random() < 0.6 else []
-    words += [o.colour] if rng.random() < 0.85 else []
-    return _article(" ".join(words + [rng.choice(SHAPE_WORDS[o.shape])]))
-
-
-def _where(o: ShapeObject, rng: random.Random) -> str:
-    col, row = COLUMNS[o.col], ROWS[o.row]
-    if (col, row) == ("centre", "middle"):
-        return rng.choice(("in the centre", "in the center", "in the middle"))
-    if col == "centre":
-        return rng.choice((f"at the {row}", f"at the {row} centre", f"at the {row} of the image"))
-    if row == "middle":
-        return rng.choice((f"on the {col}", f"on the {col} side", f"at the {col}"))
-    return rng.choice((f"in the {row} {col} corner", f"in the {row} {col}", f"at the {row} {col}"))
-
-
-def _short_where(o: ShapeObject) -> str:
-    words = [w for w in (ROWS[o.row], COLUMNS[o.col]) if w not in ("middle", "centre")]
-    return " ".join(words) or "centre"
-
-
-def relations(a: ShapeObject, b: ShapeObject) -> list[str]:
-    """Every relation phrase that is true of "a <phrase> b"."""
-    rels = []
-    if a.col != b.col:
-        side = "left" if a.col < b.col else "right"
-        rels += [f"to the {side} of", f"{side} of"]
-    if a.row != b.row:
-        rels += ["above"] if a.row < b.row else ["below", "underneath"]
-    if abs(a.col - b.col) + abs(a.row - b.row) == 1:
-        rels += ["next to", "beside"]
-    return rels
-
-
-def _listing(scene: Scene, rng: random.Random) -> str:
-    phrases = [_noun_phrase(o, rng) for o in rng.sample(scene.objects, len(scene.objects))]
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def _count(scene: Scene, rng: random.Random) -> str:
-    n = len(scene.objects)
-    if n == 1:
-        return rng.choice(("a single shape", "one shape", "one object", "a single object"))
-    return f"{('two', 'three')[n - 2]} {rng.choice(('shapes', 'objects', 'figures'))}"
-
-
-def _random_caption(scene: Scene, rng: random.Random) -> str:
-    o = rng.choice(scene.objects)
-    templates = [
-        lambda: f"{_noun_phrase(o, rng)} {_where(o, rng)}",
-        lambda: f"there is {_noun_phrase(o, rng)} {_where(o, rng)}",
-        lambda: f"{rng.choice(('a picture of', 'an image of', 'a drawing of'))} {_listing(scene, rng)}",
-        lambda: f"{_count(scene, rng)}: {_listing(scene, rng)}",
-        lambda: f"{_noun_phrase(o, rng)} on a {scene.background} background",
-        lambda: f"{_count(scene, rng)} on a {scene.background} background",
-        lambda: f"{rng.choice(SHAPE_WORDS[o.shape])}, {o.colour}, {rng.choice(SIZE_WORDS[o.size])}, {_short_where(o)}",
-    ]
-    if len(scene.objects) > 1:
-        a, b = rng.sample(scene.objects, 2)
-        rel = rng.choice(relations(a, b))
-        templates += [
-            lambda: f"{_noun_phrase(a, rng)} {rel} {_noun_phrase(b, rng)}",
-            lambda: f"{_noun_phrase(a, rng)} is {rel} {_noun_phrase(b, rng)}",
-            lambda: f"{_noun_phrase(b, rng)} with {_noun_phrase(a, rng)} {rel} it",
-            lambda: f"{a.shape}, {a.colour}, {rng.choice(SIZE_WORDS[a.size])}, {rel} {_noun_phrase(b, rng)}",
-        ]
-    return rng.choice(templates)()
-
-
-def make_captions(scene: Scene, rng: random.Random, k: int) -> tuple[str, ...]:
-    """``k`` distinct captions, all true of ``scene``, from varied templates and synonyms."""
-    captions: list[str] = []
-    for _ in range(200 * k):
-        caption = _random_caption(scene, rng)
-        if caption not in captions:
-            captions.append(caption)
-            if len(captions) == k:
-                return tuple(captions)
-    raise ConfigError(f"could not find {k} distinct captions for {scene.description()!r}; lower captions_per_image")
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -307,3 +220,15 @@ def render_scene(scene: Scene, size: int, seed: int) -> Image.Image:
         else:
             draw.polygon(_polygon(o.shape, cx, cy, r), fill=colour)
     return image
+
+
+def scene_from_description(text: str) -> Scene:
+    """Inverse of :meth:`Scene.description` (the canonical text stored in the dataset files)."""
+    background, _, rest = text.partition(" background: ")
+    objects = []
+    for part in rest.split("; "):
+        words, _, cell = part.partition(" at ")
+        size, colour, shape = words.split(" ")
+        row, col = cell.split(" ")
+        objects.append(ShapeObject(shape, colour, size, COLUMNS.index(col), ROWS.index(row)))
+    return Scene(tuple(objects), background)
