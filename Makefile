@@ -26,7 +26,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain finetune tokenizer teacher ablate tables test bench clean-runs help
+.PHONY: install pretrain finetune tokenizer teacher ablate tables testbed test bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
@@ -35,6 +35,7 @@ help:
 	@echo "make teacher                       train COOKIE's frozen teachers (the default model) -> $(TEACHER)"
 	@echo "make ablate [SEEDS=5] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
 	@echo "make tables [SEEDS=5] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
+	@echo "make testbed [SEEDS=5]             the testbed measurements of docs/testbed.md (recipes, default and mini-schedule seeds)"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 
@@ -79,8 +80,25 @@ $(SINGLE_STREAM):
 
 ablate: $(STAMP) $(TOKENIZER)
 	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
-		--schedule experiments/ablations/cots_schedule.yaml --rows experiments/ablations/cots --seeds $(SEEDS) --jobs $(JOBS) \
+		--schedule experiments/testbed/mini.yaml --rows experiments/ablations/cots --seeds $(SEEDS) --jobs $(JOBS) \
 		--out experiments/results/cots_ablation$(if $(ABLATE_FAST),_fast) $(if $(ABLATE_FAST),--fast)
+
+# docs/testbed.md: every recipe once (seed 0, two runs side by side, one thread each), the default over
+# SEEDS seeds (two threads, one at a time), the mini schedule vs a 300-step warm-up over SEEDS seeds
+SWEEP := $(BIN)/python experiments/testbed/sweep.py --recipes experiments/testbed/recipes.yaml
+testbed: $(STAMP)
+	$(SWEEP) --jobs 2 --out experiments/results/testbed_lr --title "Learning rate and warm-up (small towers, patch stem)" \
+		--only small_lr4e-3 small_lr2e-3 small small_lr5e-4 small_lr2.5e-4 small_warmup300
+	$(SWEEP) --jobs 2 --out experiments/results/testbed_towers --title "Tower shape and stem" \
+		--only old_default small small_conv small_conv_lr5e-4 small_conv_lr2.5e-4
+	$(SWEEP) --jobs 2 --out experiments/results/testbed_other --title "Batch, temperature, data quantity, augmentation (small towers, patch stem)" \
+		--only small small_batch128 small_temp0.03 small_temp_fixed small_data20k small_augment
+	$(SWEEP) --jobs 2 --out experiments/results/testbed_combined --title "Combinations (small towers, conv stem)" \
+		--only small_conv small_conv_lr5e-4_t0.03 small_conv_lr5e-4_b128 small_conv_b128_w300
+	$(SWEEP) --jobs 1 --threads 0 --seeds $(SEEDS) --workdir runs/testbed_default --out experiments/results/testbed_default \
+		--title "make pretrain's recipe" --only new_default
+	$(SWEEP) --jobs 2 --seeds $(SEEDS) --workdir runs/testbed_mini --baseline mini --out experiments/results/testbed_mini \
+		--title "The mini schedule" --only mini mini_warmup300
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

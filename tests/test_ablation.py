@@ -19,7 +19,7 @@ def test_ablation_sweep_writes_ci_and_paired_table_and_reuses_runs(tmp_path):
     override = cots_override(tmp_path, heads="keep")
     cmd = [sys.executable, str(ROOT / "experiments" / "ablations" / "run_ablation.py"),
            "--base", str(ROOT / "experiments" / "pretrain" / "cots.yaml"),
-           "--schedule", str(ROOT / "experiments" / "ablations" / "cots_schedule.yaml"), "--rows", str(ROOT / "experiments" / "ablations" / "cots"),
+           "--schedule", str(ROOT / "experiments" / "testbed" / "mini.yaml"), "--rows", str(ROOT / "experiments" / "ablations" / "cots"),
            "--only", "1_itc", "7_full", "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "abl"), "--workdir", "runs/abl",
            "--config", str(override), "--data.init_args.root=data", "--data.init_args.num_train=32",
            "--data.init_args.num_val=8", "--data.init_args.num_test=12", "--data.init_args.batch_size=16",

@@ -122,7 +122,9 @@ def test_textual_teacher_tokenizes_captions_itself():
 
 def test_cookie_yaml_runs_through_the_cli_with_unimodal_metrics(tmp_path):
     ckpt = teacher_checkpoint(tmp_path / "teacher.ckpt")
-    vis_teacher = {"class_path": "twostream.towers.OpenCLIPVisionTower", "init_args": {"embed_dim": 16, "config": VISION}}
+    # the checkpoint's towers have open_clip's patch stem (cookie.yaml's teacher has the default's conv stem)
+    vis_teacher = {"class_path": "twostream.towers.OpenCLIPVisionTower",
+                   "init_args": {"embed_dim": 16, "config": VISION, "stem": "patch"}}
     txt_teacher = {"class_path": "twostream.towers.OpenCLIPTextTower", "init_args": {"embed_dim": 16, "config": TEXT}}
     override = {"model": {"init_args": {
         "vision": {"class_path": "twostream.towers.OpenCLIPVisionTower", "init_args": {"embed_dim": 16, "config": VISION}},

@@ -41,11 +41,11 @@ def test_init_from_copies_towers_and_errors_clearly(tmp_path, pretrained):
     cli = run(["fit", *tiny_args(tmp_path), "--trainer.max_epochs=0", "--test_after_fit=false",
                f"--model.init_args.init_from={pretrained}", "--trainer.enable_progress_bar=false"])
     model = cli.model
-    for key in ("vision.net.conv1.weight", "text.net.token_embedding.weight", "image_proj.weight", "log_temperature"):
+    for key in ("vision.net.transformer.resblocks.0.attn.in_proj_weight", "text.net.token_embedding.weight", "image_proj.weight", "log_temperature"):
         assert torch.equal(model.state_dict()[key], source[key]), key
     with pytest.raises(FileNotFoundError, match="run `make pretrain` first"):
         load_encoder_weights(model, tmp_path / "nope.ckpt")
-    bad = {k: torch.zeros(3) if k == "vision.net.conv1.weight" else v for k, v in source.items()}
+    bad = {k: torch.zeros(3) if k == "vision.net.transformer.resblocks.0.attn.in_proj_weight" else v for k, v in source.items()}
     torch.save({"state_dict": bad}, tmp_path / "bad.ckpt")
     with pytest.raises(ConfigError, match="shapes differ"):
         load_encoder_weights(model, tmp_path / "bad.ckpt")

@@ -25,7 +25,7 @@ from runlib import by_seed, markdown_table, mean_ci, paired_difference, plot_rsu
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
-        "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1"]
+        "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", "--trainer.val_check_interval=1.0"]
 
 
 def row_title(path: Path) -> str:

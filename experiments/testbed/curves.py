@@ -40,7 +40,7 @@ def smooth(values: list[float], window: int = 5) -> list[float]:
     return out
 
 
-def plot_curves(path: Path, curves: dict[str, dict], title: str, ceiling: float | None = None) -> None:
+def plot_curves(path: Path, curves: dict[str, dict], title: str) -> None:
     """Three panels: train loss vs step, val RSUM vs step, val RSUM vs wall seconds; one colour per run."""
     import matplotlib
 
@@ -60,10 +60,6 @@ def plot_curves(path: Path, curves: dict[str, dict], title: str, ceiling: float 
     axes[0].set(xlabel="optimizer step", ylabel="train loss (moving avg of 5 logs)", title="training loss")
     axes[1].set(xlabel="optimizer step", ylabel="val RSUM", title="validation RSUM by step")
     axes[2].set(xlabel="seconds since start (1 thread)", ylabel="val RSUM", title="validation RSUM by wall time")
-    if ceiling is not None:
-        for ax in axes[1:]:
-            ax.axhline(ceiling, color="grey", ls="--", lw=1)
-            ax.text(ax.get_xlim()[0], ceiling, " oracle ceiling", va="bottom", color="grey", fontsize=8)
     axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()

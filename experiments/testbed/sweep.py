@@ -21,7 +21,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curves import plot_curves, read_curves  # noqa: E402
-from runlib import run_fit  # noqa: E402
+from runlib import markdown_table, mean_ci, plot_rsum, run_fit  # noqa: E402
+
+METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
 def load_recipes(path: Path) -> dict:
@@ -32,9 +34,19 @@ def load_recipes(path: Path) -> dict:
     return spec
 
 
+def configs_of(spec: dict, recipe: dict) -> list[str]:
+    """The recipe's config files: its own ``base`` (else the file's) and then its ``configs``."""
+    return recipe.get("base", spec["base"]) + recipe.get("configs", [])
+
+
+def args_of(spec: dict, recipe: dict) -> list[str]:
+    """The recipe's command-line overrides: its own ``common`` (else the file's) and then its ``args``."""
+    return [*recipe.get("common", spec.get("common", [])), *recipe.get("args", [])]
+
+
 def command_of(spec: dict, recipe: dict, seed: int) -> str:
-    parts = ["twostream fit", *(f"--config {c}" for c in spec["base"] + recipe.get("configs", [])),
-             *spec.get("common", []), *recipe.get("args", []), f"--seed_everything={seed}"]
+    parts = ["twostream fit", *(f"--config {c}" for c in configs_of(spec, recipe)), *args_of(spec, recipe),
+             f"--seed_everything={seed}"]
     return " ".join(parts)
 
 
@@ -72,8 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", required=True, type=Path)
     p.add_argument("--only", nargs="*", default=None, help="recipe names to run (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the (first) seed")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per recipe (seed, seed+1, ...): with more than one, "
+                   "a mean ± 95 %% CI table and paired differences to --baseline are written too")
+    p.add_argument("--baseline", default=None, help="recipe the others are compared with (default: the first)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     p.add_argument("--workdir", type=Path, default=Path("runs/testbed"))
     p.add_argument("--out", type=Path, required=True, help="output path without suffix (.md, .json, .png)")
     p.add_argument("--title", default="Testbed recipes (mini-scale, synthetic shapes)")
@@ -83,31 +99,58 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.only or ()) - set(spec["recipes"]))
     if unknown:
         raise SystemExit(f"--only: unknown recipe(s) {unknown}; known: {sorted(spec['recipes'])}")
-    threads = 1 if args.jobs > 1 else None
+    threads = args.threads or None
     start = time.time()
 
-    def run(name: str):
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    tasks = [(n, seed) for seed in seeds for n in names]  # seed-major: a stopped sweep has whole seeds
+
+    def run(task: tuple[str, int]):
+        name, seed = task
         recipe = spec["recipes"][name]
-        configs = spec["base"] + recipe.get("configs", [])
-        return run_fit(configs, f"{name}_seed{args.seed}", args.seed, args.workdir,
-                       [*spec.get("common", []), *recipe.get("args", [])], threads=threads)
+        return run_fit(configs_of(spec, recipe), f"{name}_seed{seed}", seed, args.workdir, args_of(spec, recipe),
+                       threads=threads)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = dict(zip(names, pool.map(run, names)))
-    curves = {n: read_curves(args.workdir / f"{n}_seed{args.seed}") for n in names}
-    rows = [summarise_run(n, results[n][0], curves[n]) for n in names]
-    commands = {n: command_of(spec, spec["recipes"][n], args.seed) for n in names}
+        results = dict(zip(tasks, pool.map(run, tasks)))
+    first = seeds[0]
+    curves = {n: read_curves(args.workdir / f"{n}_seed{first}") for n in names}
+    rows = [summarise_run(n, results[(n, first)][0], curves[n]) for n in names]
+    commands = {n: command_of(spec, spec["recipes"][n], first) for n in names}
     notes = {n: spec["recipes"][n].get("note", "") for n in names}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# {args.title}\n\nSeed {args.seed}, one run per recipe; {args.jobs} run(s) at a time"
-              f"{', 1 torch thread each' if threads else ''}; {(time.time() - start) / 60:.1f} min for this invocation.")
+    where = f"{args.jobs} run(s) at a time{f', {threads} torch thread(s) each' if threads else ''}"
+    header = (f"# {args.title}\n\nSeed {first}, one run per recipe; {where}; "
+              f"{(time.time() - start) / 60:.1f} min for this invocation.")
     write_table(args.out.with_suffix(".md"), rows, commands, notes, header)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "commands": commands, "curves": curves},
-                                                        indent=1) + "\n")
-    ceiling = next((r["oracle_rsum"] for r in rows if r.get("oracle_rsum")), None)
-    plot_curves(args.out.with_suffix(".png"), curves, args.title, ceiling=None)
+    payload = {"rows": rows, "commands": commands, "curves": curves}
+    if len(seeds) > 1:
+        payload["seeds"] = write_seed_table(args, names, notes, seeds, results, where)
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    plot_curves(args.out.with_suffix(".png"), curves, args.title)
     print(args.out.with_suffix(".md").read_text())
-    _ = ceiling  # the test ceiling is in the table; the val curves have their own (val split) scale
+
+
+def write_seed_table(args, names: list[str], notes: dict, seeds: list[int], results: dict, where: str) -> dict:
+    """``<out>_seeds.{md,png}``: mean ± 95 % CI per recipe, paired differences to the baseline recipe."""
+    baseline = names.index(args.baseline) if args.baseline else 0
+    runs = [{seed: results[(n, seed)][0] for seed in seeds} for n in names]
+    lines = [f"# {args.title}: {len(seeds)} seeds", "", f"Seeds {seeds[0]}–{seeds[-1]}; {where}. Mean ± 95 % CI "
+             "half-width (Student t); Δ = paired difference to the baseline on the same seeds.", "",
+             *markdown_table(names, runs, METRICS, baseline=baseline, first="recipe"), ""]
+    summary = {}
+    for n, row in zip(names, runs):
+        rsum = mean_ci([r["rsum"] for r in row.values()])
+        fit = mean_ci([r["fit_wall_s"] for r in row.values() if "fit_wall_s" in r])
+        summary[n] = {"rsum": rsum.as_dict(), "std_over_mean_pct": 100 * rsum.std / rsum.mean, "fit_wall_s": fit.as_dict(),
+                      "runs": row}
+        lines.append(f"- **{n}** ({notes[n]}): RSUM std {rsum.std:.2f} = {100 * rsum.std / rsum.mean:.2f} % of the mean; "
+                     f"fit {fit.mean:.0f} s on average (max {max(r['fit_wall_s'] for r in row.values()):.0f} s)")
+    out = args.out.with_name(args.out.name + "_seeds")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot_rsum(out.with_suffix(".png"), names, runs, "test RSUM", baseline=baseline if len(names) > 1 else None)
+    print(out.with_suffix(".md").read_text())
+    return summary
 
 
 if __name__ == "__main__":
