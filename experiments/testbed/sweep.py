@@ -67,7 +67,7 @@ def summarise_run(name: str, metrics: dict, curves: dict) -> dict:
 
 
 def write_table(path: Path, rows: list[dict], commands: dict[str, str], notes: dict[str, str], header: str) -> None:
-    lines = [header, "", "| recipe | what changes | steps | fit s | final loss | best val RSUM (step) | test I2T R@1 "
+    lines = [header, "", "| recipe | what changes | last logged step | fit s | final loss | best val RSUM (step) | test I2T R@1 "
              "| test T2I R@1 | test RSUM | % of oracle RSUM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
