@@ -98,7 +98,7 @@ testbed: $(STAMP)
 	$(SWEEP) --jobs 1 --threads 0 --seeds $(SEEDS) --workdir runs/testbed_default --out experiments/results/testbed_default \
 		--title "make pretrain's recipe" --only new_default
 	$(SWEEP) --jobs 2 --seeds $(SEEDS) --workdir runs/testbed_mini --baseline mini --out experiments/results/testbed_mini \
-		--title "The mini schedule" --only mini mini_warmup300
+		--title "The mini schedule" --only mini mini_warmup100 mini_3epochs
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -18,8 +18,10 @@ def tiny_tokenizer(path: Path) -> Path:
     return path
 
 
-def cots_override(tmp: Path, heads: list[dict] | str | None = None, momentum: float | None = None, **model: object) -> Path:
-    """YAML with tiny towers (32 px images, width 32, 1 layer) and the heads of cots.yaml, tokenizer in tmp."""
+def cots_override(tmp: Path, heads: list[dict] | str | None = None, momentum: float | None = None,
+                  stem: str | None = None, **model: object) -> Path:
+    """YAML with tiny towers (32 px images, width 32, 1 layer) and the heads of cots.yaml, tokenizer in tmp;
+    ``stem`` overrides cots.yaml's vision stem ("patch" / "conv")."""
     tok = str(tiny_tokenizer(tmp / "tok.pt"))
     if heads is None:
         heads = [{"class_path": "twostream.objectives.MomentumContrastive"},
@@ -32,6 +34,8 @@ def cots_override(tmp: Path, heads: list[dict] | str | None = None, momentum: fl
                 "embed_dim": 32, "config": {"context_length": 16, "width": 32, "heads": 2, "layers": 1,
                                             "vocab_size": 49409, "no_causal_mask": True}}},
             "embed_dim": 32, "warmup_steps": 2, **model}
+    if stem is not None:
+        init["vision"]["init_args"]["stem"] = stem
     if heads != "keep":  # "keep": leave the heads of the config(s) before this one
         init["heads"] = heads
     config: dict = {"model": {"init_args": init}}
