@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curves import plot_curves, read_curves  # noqa: E402
 from runlib import markdown_table, mean_ci, plot_rsum, run_fit  # noqa: E402
 
-METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+from twostream.callbacks.run_summary import RECALL_KEYS  # noqa: E402
 
 
 def load_recipes(path: Path) -> dict:
@@ -56,7 +56,7 @@ def summarise_run(name: str, metrics: dict, curves: dict) -> dict:
     best = max(val, key=lambda p: p[2]) if val else None
     return {
         "name": name,
-        "steps": curves["train/loss"][-1][0] + 1 if loss else 0,
+        "last_logged_step": curves["train/loss"][-1][0] if loss else None,
         "fit_s": metrics.get("fit_wall_s"),
         "final_loss": sum(loss[-5:]) / max(1, len(loss[-5:])) if loss else None,
         "best_val_rsum": best[2] if best else None, "best_val_step": best[0] if best else None,
@@ -71,7 +71,7 @@ def write_table(path: Path, rows: list[dict], commands: dict[str, str], notes: d
              "| test T2I R@1 | test RSUM | % of oracle RSUM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['name']} | {notes[r['name']]} | {r['steps']} | {fmt(r['fit_s'], '.0f')} | "
+        lines.append(f"| {r['name']} | {notes[r['name']]} | {fmt(r['last_logged_step'], 'd')} | {fmt(r['fit_s'], '.0f')} | "
                      f"{fmt(r['final_loss'], '.3f')} | {fmt(r['best_val_rsum'], '.1f')} ({r['best_val_step']}) | "
                      f"{fmt(r.get('i2t_r1'))} | {fmt(r.get('t2i_r1'))} | {fmt(r.get('rsum'), '.1f')} | "
                      f"{fmt(r['pct_of_oracle_rsum'], '.1f')} |")
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         return run_fit(configs_of(spec, recipe), f"{name}_seed{seed}", seed, args.workdir, args_of(spec, recipe),
                        threads=threads)
 
+    reused = sum((args.workdir / f"{n}_seed{seed}" / "metrics.json").exists() for n, seed in tasks)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = dict(zip(tasks, pool.map(run, tasks)))
     first = seeds[0]
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     notes = {n: spec["recipes"][n].get("note", "") for n in names}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     where = f"{args.jobs} run(s) at a time{f', {threads} torch thread(s) each' if threads else ''}"
+    if reused:
+        where += f" ({reused} of {len(tasks)} runs reused from an earlier invocation, with its timing)"
     header = (f"# {args.title}\n\nSeed {first}, one run per recipe; {where}; "
               f"{(time.time() - start) / 60:.1f} min for this invocation.")
     write_table(args.out.with_suffix(".md"), rows, commands, notes, header)
@@ -137,7 +140,7 @@ def write_seed_table(args, names: list[str], notes: dict, seeds: list[int], resu
     runs = [{seed: results[(n, seed)][0] for seed in seeds} for n in names]
     lines = [f"# {args.title}: {len(seeds)} seeds", "", f"Seeds {seeds[0]}–{seeds[-1]}; {where}. Mean ± 95 % CI "
              "half-width (Student t); Δ = paired difference to the baseline on the same seeds.", "",
-             *markdown_table(names, runs, METRICS, baseline=baseline, first="recipe"), ""]
+             *markdown_table(names, runs, RECALL_KEYS, baseline=baseline, first="recipe"), ""]
     summary = {}
     for n, row in zip(names, runs):
         rsum = mean_ci([r["rsum"] for r in row.values()])

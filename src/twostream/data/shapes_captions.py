@@ -34,9 +34,9 @@ ROWS = ("top", "middle", "bottom")
 #   ("all", [np, ...])         exactly these objects (a bijection between phrases and objects)
 #   ("rel", np_a, rel, np_b)   two different objects in that relation; rel in RELATIONS
 # with np = (shape, colour or None, size or None).
-RELATIONS = ("left", "right", "above", "below", "next")
 _REL_PHRASES = {"left": ("to the left of", "left of"), "right": ("to the right of", "right of"),
                 "above": ("above",), "below": ("below", "underneath"), "next": ("next to", "beside")}
+RELATIONS = tuple(_REL_PHRASES)
 
 
 def relations(a, b) -> list[str]:
@@ -73,6 +73,10 @@ def _full_phrase(o, rng: random.Random) -> tuple[str, tuple]:
     return _vague_phrase(o, rng, 1.0, 1.0)
 
 
+def _phrase_maker(specific: bool):
+    return _full_phrase if specific else _vague_phrase
+
+
 def _where(o, rng: random.Random) -> str:
     col, row = COLUMNS[o.col], ROWS[o.row]
     if (col, row) == ("centre", "middle"):
@@ -89,8 +93,8 @@ def _short_where(o) -> str:
     return " ".join(words) or "centre"
 
 
-def _listing(scene, rng: random.Random, full: bool = False) -> tuple[str, tuple]:
-    phrase = _full_phrase if full else _vague_phrase
+def _listing(scene, rng: random.Random, specific: bool) -> tuple[str, tuple]:
+    phrase = _phrase_maker(specific)
     pairs = [phrase(o, rng) for o in rng.sample(scene.objects, len(scene.objects))]
     texts = [t for t, _ in pairs]
     text = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
@@ -107,7 +111,7 @@ def _count(scene, rng: random.Random) -> str:
 # ----------------------------------------------------------------------------- templates
 def _object_templates(scene, o, rng: random.Random, specific: bool) -> list:
     """Templates about one object (and the scene's background)."""
-    _noun_phrase = _full_phrase if specific else _vague_phrase
+    _noun_phrase = _phrase_maker(specific)
 
     def at():
         text, np = _noun_phrase(o, rng)
@@ -132,12 +136,12 @@ def _scene_templates(scene, rng: random.Random, specific: bool) -> list:
     """Templates about the whole scene: listings and counts."""
     def picture():
         prefix = rng.choice(("a picture of", "an image of", "a drawing of"))
-        text, meaning = _listing(scene, rng, full=specific)
+        text, meaning = _listing(scene, rng, specific)
         return f"{prefix} {text}", meaning
 
     def counted():
         count = _count(scene, rng)
-        text, meaning = _listing(scene, rng, full=specific)
+        text, meaning = _listing(scene, rng, specific)
         return f"{count}: {text}", meaning
 
     def count_background():
@@ -147,7 +151,7 @@ def _scene_templates(scene, rng: random.Random, specific: bool) -> list:
 
 
 def _relation_templates(scene, rng: random.Random, specific: bool) -> list:
-    _noun_phrase = _full_phrase if specific else _vague_phrase
+    _noun_phrase = _phrase_maker(specific)
     if len(scene.objects) < 2:
         return []
     a, b = rng.sample(scene.objects, 2)
