@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from twostream.data.synthetic_video import write_mp4
+from twostream.data.formats.video_io import write_mp4
 
 WIDTH, HEIGHT = 40, 32  # not square: readers must resize/crop
 

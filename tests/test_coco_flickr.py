@@ -10,7 +10,7 @@ import pytest
 import torch
 from fixtures_realdata import write_albef, write_coco_karpathy, write_flickr_karpathy, write_tiny_overrides
 
-import twostream.data.albef_json as albef_json
+import twostream.data.formats.albef_json as albef_json
 from twostream.cli import run
 from twostream.data import SKIPPED, CocoDataModule, Flickr30kDataModule
 

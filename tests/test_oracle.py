@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from twostream.data.shapes_captions import is_true_of, make_captions, true_meanings, truth_index
-from twostream.data.synthetic_shapes import Scene, ShapeObject, ShapesConfig, generate_all, scene_from_description
+from twostream.data.synthetic.shapes import Scene, ShapeObject, ShapesConfig, generate_all, scene_from_description
+from twostream.data.synthetic.shapes_captions import is_true_of, make_captions, true_meanings, truth_index
 from twostream.metrics.oracle import oracle_recall
 
 

@@ -13,9 +13,10 @@ from lightning.pytorch import seed_everything
 from PIL import Image
 
 from twostream.data import RetrievalSplit, SyntheticShapesDataModule, read_karpathy, write_karpathy
-from twostream.data import synthetic_datamodule, synthetic_shapes
-from twostream.data.karpathy import tokenize_caption
-from twostream.data.synthetic_shapes import COLOURS, SHAPE_WORDS, Scene, ShapesConfig, generate_all, make_captions
+from twostream.data.formats.karpathy import tokenize_caption
+from twostream.data.synthetic import shapes as synthetic_shapes
+from twostream.data.synthetic import shapes_dataset
+from twostream.data.synthetic.shapes import COLOURS, SHAPE_WORDS, Scene, ShapesConfig, generate_all, make_captions
 
 SMALL = dict(num_train=40, num_val=8, num_test=16, image_size=32)
 SHAPE_TOKENS = {w: s for s, phrases in SHAPE_WORDS.items() for p in phrases for w in p.split() if w != "sign"}
@@ -178,7 +179,7 @@ def test_generation_is_reused_and_keyed_by_parameters(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated")
 
-    monkeypatch.setattr(synthetic_datamodule, "_write_dataset", fail)
+    monkeypatch.setattr(shapes_dataset, "_write_dataset", fail)
     SyntheticShapesDataModule(root=str(tmp_path), progress=False, **SMALL).prepare_data()
     assert (dm.dataset_dir / "dataset_shapes.json").stat().st_mtime_ns == stamp
     changed = SyntheticShapesDataModule(root=str(tmp_path), progress=False, **{**SMALL, "seed": 3})
@@ -191,7 +192,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic_datamodule, "render_scene", boom)
+    monkeypatch.setattr(shapes_dataset, "render_scene", boom)
     dm = SyntheticShapesDataModule(root=str(tmp_path), progress=False, **SMALL)
     with pytest.raises(KeyboardInterrupt):
         dm.prepare_data()

@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-from twostream.data.karpathy import RetrievalSplit
-from twostream.data.retrieval_datamodule import RetrievalDataModule
-from twostream.data.synthetic_datamodule import SyntheticShapesDataModule
+from twostream.data.datamodules.retrieval import RetrievalDataModule
+from twostream.data.datamodules.synthetic_shapes import SyntheticShapesDataModule
+from twostream.data.formats.retrieval_split import RetrievalSplit
 from twostream.metrics import group_ids, rank_retrieval, recall_from_scores, score_ranking, unimodal_recall
 
 

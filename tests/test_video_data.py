@@ -13,11 +13,14 @@ from torch.utils.data import DataLoader
 from fixtures_video import (FRAMES_PER_VIDEO, frame_number, write_corrupt, write_empty, write_frames_folder,
                             write_msrvtt, write_numbered_video)
 from twostream.cli import run
+from twostream.data.datamodules.msrvtt import MSRVTTDataModule, VideoEvalDataset, VideoTrainDataset
+from twostream.data.datamodules.synthetic_video import SyntheticVideoDataModule
+from twostream.data.datamodules.transforms import ClipReader, ClipTransform
+from twostream.data.formats.msrvtt import holdout_ids
+from twostream.data.formats.video_io import DecodeStats, VideoSkip, read_clip, sample_frame_indices
 from twostream.data.health import SKIPPED, SkipReason, collate_with_skips
-from twostream.data.msrvtt import MSRVTTDataModule, VideoEvalDataset, VideoTrainDataset, holdout_ids
-from twostream.data.synthetic_video import MotionClip, VideoShapesConfig, render_clip
-from twostream.data.synthetic_video_datamodule import SyntheticVideoDataModule, ensure_video_dataset
-from twostream.data.video_io import ClipReader, ClipTransform, DecodeStats, VideoSkip, read_clip, sample_frame_indices
+from twostream.data.synthetic.video import MotionClip, VideoShapesConfig, render_clip
+from twostream.data.synthetic.video_dataset import ensure_video_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # ClipTransform that returns pixel values
@@ -71,7 +74,7 @@ def test_sampled_decoding_returns_exactly_the_sampled_frames(tmp_path, gop):
 def test_without_a_frame_rate_frames_are_counted_from_the_start(tmp_path):
     import av
 
-    from twostream.data.video_io import _decode_targets
+    from twostream.data.formats.video_io import _decode_targets
 
     path = write_numbered_video(tmp_path / "v.mp4", 20)
     with av.open(str(path)) as container:

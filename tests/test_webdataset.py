@@ -19,7 +19,7 @@ from fixtures_realdata import (
 
 from twostream.cli import run
 from twostream.data import SKIPPED, WebDatasetDataModule, expand_shards
-from twostream.data.webdataset_stream import count_samples, sample_index
+from twostream.data.formats.webdataset_shards import count_samples, sample_index
 
 ROOT = Path(__file__).resolve().parents[1]
 

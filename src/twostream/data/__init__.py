@@ -1,6 +1,26 @@
-"""Image-text retrieval data: the Karpathy split format, shared datasets/DataModule, synthetic shapes."""
-from twostream.data.albef_json import AnnotationSource, read_albef
-from twostream.data.coco_flickr import CocoDataModule, Flickr30kDataModule
+"""Image-text and text-video retrieval data.
+
+Sub-packages by what a thing is: ``formats`` (readers/writers of on-disk dataset formats),
+``datamodules`` (LightningDataModules and their torch Datasets), ``synthetic`` (generators of the
+embedded synthetic datasets); ``health`` (bad-data accounting) is shared by all. Configs name the
+DataModules by the names exported here (``twostream.data.SyntheticShapesDataModule``).
+"""
+from twostream.data.datamodules.coco_flickr import CocoDataModule, Flickr30kDataModule
+from twostream.data.datamodules.msrvtt import MSRVTTDataModule
+from twostream.data.datamodules.retrieval import RetrievalDataModule
+from twostream.data.datamodules.retrieval_datasets import (
+    RetrievalCaptionDataset,
+    RetrievalImageDataset,
+    RetrievalTrainDataset,
+)
+from twostream.data.datamodules.synthetic_shapes import SyntheticShapesDataModule
+from twostream.data.datamodules.synthetic_video import SyntheticVideoDataModule
+from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD, build_image_transform
+from twostream.data.datamodules.webdataset import WebDatasetDataModule, WebImageTextStream
+from twostream.data.formats.albef_json import AnnotationSource, read_albef
+from twostream.data.formats.karpathy import read_karpathy, read_karpathy_all, write_karpathy
+from twostream.data.formats.retrieval_split import VALID_SPLITS, RetrievalSplit, screen_split
+from twostream.data.formats.webdataset_shards import expand_shards
 from twostream.data.health import (
     SKIPPED,
     DataQualityError,
@@ -8,28 +28,9 @@ from twostream.data.health import (
     check_bad_fraction,
     collate_with_skips,
 )
-from twostream.data.karpathy import (
-    VALID_SPLITS,
-    RetrievalSplit,
-    read_karpathy,
-    read_karpathy_all,
-    screen_split,
-    write_karpathy,
-)
-from twostream.data.retrieval_datamodule import (
-    CLIP_MEAN,
-    CLIP_STD,
-    RetrievalCaptionDataset,
-    RetrievalDataModule,
-    RetrievalImageDataset,
-    RetrievalTrainDataset,
-    build_image_transform,
-)
-from twostream.data.synthetic_datamodule import SyntheticShapesDataModule, ensure_shapes_dataset
-from twostream.data.synthetic_shapes import Scene, ShapeObject, ShapesConfig, render_scene
-from twostream.data.msrvtt import MSRVTTDataModule
-from twostream.data.synthetic_video_datamodule import SyntheticVideoDataModule, ensure_video_dataset
-from twostream.data.webdataset_stream import WebDatasetDataModule, WebImageTextStream, expand_shards
+from twostream.data.synthetic.shapes import Scene, ShapeObject, ShapesConfig, render_scene
+from twostream.data.synthetic.shapes_dataset import ensure_shapes_dataset
+from twostream.data.synthetic.video_dataset import ensure_video_dataset
 
 __all__ = [
     "CLIP_MEAN",

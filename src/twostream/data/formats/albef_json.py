@@ -13,15 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from twostream.data.karpathy import (
-    VALID_SPLITS,
-    RetrievalSplit,
+from twostream.data.formats.karpathy import (
     check_image_root,
     check_images_exist,
     is_karpathy,
     load_json,
     read_karpathy_all,
 )
+from twostream.data.formats.retrieval_split import VALID_SPLITS, RetrievalSplit
 
 ALBEF_EXPECTED = 'a list of {"image": path, "caption": str | [str, ...] (, "image_id": ...)} entries'
 Annotations = str | os.PathLike | Mapping[str, str]

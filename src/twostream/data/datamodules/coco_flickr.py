@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from twostream.data.albef_json import AnnotationSource
-from twostream.data.karpathy import RetrievalSplit
-from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD, RetrievalDataModule
+from twostream.data.datamodules.retrieval import RetrievalDataModule
+from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD
+from twostream.data.formats.albef_json import AnnotationSource
+from twostream.data.formats.retrieval_split import RetrievalSplit
 
 COCO_1K_FOLDS = 5
 

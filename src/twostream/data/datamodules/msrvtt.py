@@ -1,14 +1,11 @@
-"""MSR-VTT text-video retrieval: the public annotation files, named splits, and a DataModule.
+"""MSR-VTT text-video retrieval: named splits, the video Datasets and the DataModule.
 
 Why the splits are named everywhere: "MSR-VTT R@1" means different things for 7k / 9k training
 and the 1k-A / full test (PITFALLS 11), so the names are constructor arguments (in the saved
 config), logged at setup, and available as ``split_names`` for result tables.
 
-Files (``annotations`` folder): ``MSRVTT_data.json`` (videos with "split" train/validate/test and
-20 sentences each; its "start time"/"end time" — with spaces — locate the clip in the source
-YouTube video and are not needed: the distributed mp4s are already cut), ``MSRVTT_train.9k.csv`` /
-``MSRVTT_train.7k.csv`` (column ``video_id``), ``MSRVTT_JSFUSION_test.csv`` (1k-A: one caption per
-video). Videos: ``root/<video_id>.mp4`` or pre-extracted frames ``frames_dir/<video_id>/*.jpg``.
+The annotation files and their readers: :mod:`twostream.data.formats.msrvtt`. Videos:
+``root/<video_id>.mp4`` or pre-extracted frames ``frames_dir/<video_id>/*.jpg``.
 
 Validation: 1k-A has no validation split and the 9k/7k lists contain the official "validate"
 videos, so by default (``val_split="holdout"``) ``val_holdout`` training videos, chosen by a hash
@@ -18,11 +15,6 @@ on the test split instead (what many papers do) — then checkpoint selection ha
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import random
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,93 +22,26 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from twostream.data.health import SKIPPED, DataQualityError, Skip, SkipReason
-from twostream.data.karpathy import RetrievalSplit, check_split_name
-from twostream.data.retrieval_datamodule import (CLIP_MEAN, CLIP_STD, EpochKeySampler, RetrievalCaptionDataset,
-                                                 RetrievalDataModule, RetrievalTrainDataset)
-from twostream.data.video_io import ClipReader, ClipTransform, VideoSkip, video_path
+from twostream import seeding
+from twostream.data.datamodules.retrieval import RetrievalDataModule
+from twostream.data.datamodules.retrieval_datasets import (EpochKeySampler, RetrievalCaptionDataset,
+                                                           RetrievalTrainDataset)
+from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD, ClipReader, ClipTransform
+from twostream.data.formats.msrvtt import (DATA_JSON, TEST_1KA_CSV, TRAIN_CSV, Items, build_split, holdout_ids,
+                                          read_csv_rows, read_msrvtt_json)
+from twostream.data.formats.retrieval_split import RetrievalSplit, check_split_name
+from twostream.data.formats.video_io import VideoSkip
+from twostream.data.health import SKIPPED, DataQualityError, Skip
 from twostream.errors import ConfigError
 
-DATA_JSON = "MSRVTT_data.json"
-TRAIN_CSV = {"9k": "MSRVTT_train.9k.csv", "7k": "MSRVTT_train.7k.csv"}
-TEST_1KA_CSV = "MSRVTT_JSFUSION_test.csv"
 TRAIN_SPLITS, TEST_SPLITS, VAL_SPLITS = ("9k", "7k", "full"), ("1k-A", "full"), ("holdout", "test")
-Items = list[tuple[str, list[str]]]  # (video_id, captions) in file order
-
-
-# ----------------------------------------------------------------------------- annotation files
-def read_msrvtt_json(path: str | Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """``MSRVTT_data.json`` -> (video_id -> official split, video_id -> captions in sen_id order)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MSR-VTT annotation file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    if not (isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("videos", "sentences"))):
-        raise ValueError(f"{path}: expected MSRVTT_data.json with top-level 'videos' and 'sentences' lists")
-    split_of = {}
-    for i, video in enumerate(data["videos"]):
-        if "video_id" not in video or "split" not in video:
-            raise ValueError(f"{path}: videos[{i}] lacks 'video_id' or 'split'")
-        split_of[video["video_id"]] = video["split"]
-    sentences = sorted(data["sentences"], key=lambda s: s.get("sen_id", 0))
-    captions: dict[str, list[str]] = {}
-    for s in sentences:
-        if "video_id" not in s:
-            raise ValueError(f"{path}: sentence {s.get('sen_id')} lacks 'video_id'")
-        captions.setdefault(s["video_id"], []).append(str(s.get("caption", "")))
-    return split_of, captions
-
-
-def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a csv with a header that must contain ``columns``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MSR-VTT split file not found: {path}")
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
-        return list(reader)
-
-
-def build_split(items: Items, root: str | Path, frames_dir: str | Path | None, drop_missing: bool,
-                ext: str = ".mp4") -> tuple[RetrievalSplit, list[Skip]]:
-    """The split of ``items``, without empty captions, and the ``(reason, video_id)`` dropped.
-
-    ``drop_missing`` (training): videos whose file/folder is absent or that have no caption left
-    are dropped too. Evaluation keeps every listed video, so protocol sizes stay fixed (1k-A: 1,000
-    videos): an unreadable one is scored as a blank clip and reported when it is loaded.
-    """
-    paths, captions, text_to_image, ids, skips = [], [], [], [], []
-    for video_id, raw in items:
-        kept = [c.strip() for c in raw if c.strip()]
-        empty = len(raw) - len(kept) if raw else 1  # a listed video without any sentence counts once
-        skips += [(SkipReason.EMPTY_CAPTION, video_id)] * empty
-        path = video_path(root, video_id, frames_dir, ext)
-        if drop_missing and not kept:
-            continue
-        if drop_missing and not path.exists():
-            skips.append((SkipReason.MISSING_FILE, video_id))
-            continue
-        captions += kept
-        text_to_image += [len(paths)] * len(kept)
-        paths.append(str(path))
-        ids.append(int(re.sub(r"\D", "", video_id) or len(ids)))
-    return RetrievalSplit(paths, captions, text_to_image, ids), skips
-
-
-def holdout_ids(video_ids: list[str], n: int) -> set[str]:
-    """``n`` ids chosen by a hash of the id: the same whatever the order of the list."""
-    return set(sorted(video_ids, key=lambda v: hashlib.sha1(v.encode()).hexdigest())[:n])
 
 
 # ----------------------------------------------------------------------------- datasets
 class VideoTrainDataset(RetrievalTrainDataset):
     """One clip and one caption per video per epoch, everything drawn from the sampler's key.
 
-    The caption is drawn exactly as for images (``Random(seed * 1_000_003 + key)``); the frame
+    The caption is drawn exactly as for images (``seeding.sample_rng(seed, key)``); the frame
     offsets (and crop) continue that generator, so a resumed run reads the same frames. A video
     that cannot be read is replaced by the next one (index + 1, ...), deterministically, so batches
     keep their size (DDP needs equal shapes); the skip rides on the item that replaced it.
@@ -126,14 +51,11 @@ class VideoTrainDataset(RetrievalTrainDataset):
         super().__init__(split, reader, seed)
         self._bad: dict[int, str] = {}  # index -> reason: a known-bad video is not opened again
 
-    def _rng(self, key: int, attempt: int) -> random.Random:
-        # A fresh generator per attempt: the outcome never depends on whether _bad was warm.
-        return random.Random(self.seed * 1_000_003 + key if attempt == 0 else f"{self.seed}/{key}/{attempt}")
-
     def __getitem__(self, key: int) -> dict[str, Any]:
         skips: list[Skip] = []
         for attempt in range(len(self)):
-            index, rng = (key + attempt) % len(self), self._rng(key, attempt)
+            # A fresh generator per attempt: the outcome never depends on whether _bad was warm.
+            index, rng = (key + attempt) % len(self), seeding.sample_rng(self.seed, key, attempt)
             options = self.captions_of[index]
             text_index = options[rng.randrange(len(options))]
             path = self.split.image_paths[index]
@@ -180,7 +102,7 @@ class MSRVTTDataModule(RetrievalDataModule):
     ``batch["image"]`` is [B, T, 3, H, W] and ``image_index`` the video's position in the split.
 
     ``load_skips`` lists the (reason, video_id) found while reading annotations; training items
-    carry their runtime skips under ``SKIPPED`` (see ``twostream.data.health``).
+    carry their runtime skips under ``SKIPPED`` (see :mod:`twostream.data.health`).
     """
 
     def __init__(

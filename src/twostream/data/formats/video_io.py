@@ -1,4 +1,5 @@
-"""Read the few frames a clip needs, from a video file or from a folder of pre-extracted frames.
+"""Read the few frames a clip needs, from a video file or from a folder of pre-extracted frames;
+write mp4s (the synthetic video data and the test fixtures).
 
 Why decoding matters: a 10 s clip at 30 fps has 300 frames and the model sees 8-12 of them, so
 decoding and colour-converting every frame wastes most of a data-loader worker (PITFALLS 10).
@@ -17,6 +18,9 @@ Decoding plan: targets are visited in order; we seek (to the keyframe at or befo
 only when the container index shows a keyframe between the last decoded frame and the target —
 otherwise decoding forward is cheaper — and stop as soon as the last target is reached. Only
 targets are converted to RGB.
+
+Frames come out as uint8 arrays [T, H, W, 3]; turning them into model input (resize, crop,
+normalise) is :class:`~twostream.data.datamodules.transforms.ClipTransform`'s job.
 """
 from __future__ import annotations
 
@@ -29,8 +33,6 @@ from pathlib import Path
 import av
 from av.error import FFmpegError
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from twostream.data.health import SkipReason
@@ -244,60 +246,19 @@ def read_clip(path: str | os.PathLike, num_frames: int, rng: random.Random | Non
         raise VideoSkip(SkipReason.UNDECODABLE_VIDEO, path, f"decoding failed: {e}") from None
 
 
-class ClipTransform:
-    """uint8 frames [T, H, W, 3] -> normalised float [T, 3, S, S], the same geometry for every frame.
-
-    Resize the shorter side to S and centre-crop (a no-op for S x S input). ``augment`` takes a
-    random crop (90-100 % of the area) drawn from the caller's rng — the sample key — so it is
-    reproducible too; never a flip: captions say "moves left".
-    """
-
-    def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], augment: bool = False):
-        self.size, self.augment = int(image_size), augment
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
-
-    def __call__(self, frames: np.ndarray, rng: random.Random | None = None) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-        if self.augment and rng is not None:
-            x = _crop(x, *_random_box(x.shape[-2], x.shape[-1], rng))
-        x = self._resize_crop(x.float())
-        return (x - self.mean) / self.std
-
-    def _resize_crop(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if (h, w) == (self.size, self.size):
-            return x
-        scale = self.size / min(h, w)
-        size = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
-        top, left = (size[0] - self.size) // 2, (size[1] - self.size) // 2
-        return x[..., top:top + self.size, left:left + self.size]
-
-
-def _random_box(h: int, w: int, rng: random.Random) -> tuple[int, int, int, int]:
-    area = rng.uniform(0.9, 1.0)
-    ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
-    return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
-
-
-def _crop(x: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tensor:
-    return x[..., top:top + h, left:left + w]
-
-
 def video_path(root: str | os.PathLike, video_id: str, frames_dir: str | os.PathLike | None = None,
                ext: str = ".mp4") -> Path:
     """Where a video lives: ``frames_dir/<id>/`` (pre-extracted frames) if given, else ``root/<id><ext>``."""
     return Path(frames_dir) / video_id if frames_dir else Path(root) / f"{video_id}{ext}"
 
 
-class ClipReader:
-    """path (+ the sample's rng) -> clip tensor [T, 3, S, S]; picklable for DataLoader workers."""
-
-    def __init__(self, num_frames: int, transform: ClipTransform, threads: int = 1) -> None:
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        self.num_frames, self.transform, self.threads = int(num_frames), transform, int(threads)
-
-    def __call__(self, path: str | os.PathLike, rng: random.Random | None = None) -> torch.Tensor:
-        return self.transform(read_clip(path, self.num_frames, rng, threads=self.threads), rng)
+def write_mp4(path: str | Path, frames: list[np.ndarray], fps: int, gop: int, crf: int = 18) -> None:
+    """H.264 (yuv420p) via PyAV; ``gop`` = keyframe interval (scene-cut keyframes off: exact GOPs)."""
+    options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": str(crf), "preset": "veryfast"}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options=options)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())

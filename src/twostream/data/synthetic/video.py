@@ -13,13 +13,11 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from twostream.data.synthetic_shapes import BACKGROUNDS, COLOURS
+from twostream.data.synthetic.shapes import BACKGROUNDS, COLOURS
 from twostream.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "diamond")  # legible at 32-64 px
@@ -176,18 +174,6 @@ def render_clip(clip: MotionClip, n_frames: int, size: int, seed: int) -> list[n
         _draw(draw, clip.shape, x, y, r, COLOURS[colour])
         frames.append(np.asarray(image))
     return frames
-
-
-def write_mp4(path: str | Path, frames: list[np.ndarray], fps: int, gop: int, crf: int = 18) -> None:
-    """H.264 (yuv420p) via PyAV; ``gop`` = keyframe interval (scene-cut keyframes off: exact GOPs)."""
-    options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": str(crf), "preset": "veryfast"}
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options=options)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def _stream_seed(seed: int, split: str) -> int:

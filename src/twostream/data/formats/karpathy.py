@@ -2,7 +2,8 @@
 
 Why: COCO and Flickr30K retrieval splits are distributed as Karpathy's ``dataset_*.json``; writing
 the synthetic data in the same format means real and synthetic data share a single reader, so the
-code path that is tested on CPU is the one used for real benchmarks.
+code path that is tested on CPU is the one used for real benchmarks. Both directions produce or take
+a :class:`~twostream.data.formats.retrieval_split.RetrievalSplit`.
 """
 from __future__ import annotations
 
@@ -10,57 +11,19 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VALID_SPLITS = ("train", "val", "test")
+from twostream.data.formats.retrieval_split import VALID_SPLITS, RetrievalSplit, check_split_name
+
 # Karpathy's COCO file puts the extra 30k "restval" images in a split of their own; they are train data.
 SPLIT_ALIASES = {"restval": "train"}
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-@dataclass
-class RetrievalSplit:
-    """One split as flat lists, so datasets index it directly and the recall metric gets the
-    caption -> image mapping without knowing where the data came from."""
-
-    image_paths: list[str]
-    captions: list[str]
-    text_to_image: list[int]  # caption position -> image position in this split
-    image_ids: list[int]  # original ids (Karpathy "imgid"), for tracing results back
-    scenes: list[str] | None = None  # canonical scene descriptions (synthetic data only)
-
-    def __post_init__(self) -> None:
-        if len(self.image_ids) != len(self.image_paths):
-            raise ValueError(f"{len(self.image_paths)} image paths but {len(self.image_ids)} image ids")
-        if len(self.text_to_image) != len(self.captions):
-            raise ValueError(f"{len(self.captions)} captions but {len(self.text_to_image)} caption->image links")
-        if self.scenes is not None and len(self.scenes) != len(self.image_paths):
-            raise ValueError(f"{len(self.image_paths)} images but {len(self.scenes)} scenes")
-        bad = [i for i in self.text_to_image if not 0 <= i < len(self.image_paths)]
-        if bad:
-            raise ValueError(f"caption->image index {bad[0]} out of range for {len(self.image_paths)} images")
-
-    @property
-    def num_images(self) -> int:
-        return len(self.image_paths)
-
-    @property
-    def num_captions(self) -> int:
-        return len(self.captions)
-
-
 def tokenize_caption(raw: str) -> list[str]:
     """Lower-case word tokens, as in Karpathy's files (the model does its own tokenization)."""
     return _TOKEN.findall(raw.lower())
-
-
-def check_split_name(split: str) -> str:
-    """Return ``split`` if valid, else raise an error that lists the valid names."""
-    if split not in VALID_SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits are: {', '.join(VALID_SPLITS)}")
-    return split
 
 
 def read_karpathy(json_path: str | os.PathLike, image_root: str | os.PathLike, split: str) -> RetrievalSplit:
@@ -195,54 +158,3 @@ def _image_entry(
         for raw, sentid in zip(captions, sentids)
     ]
     return entry
-
-
-def screen_split(split: RetrievalSplit, drop_missing_images: bool) -> tuple[RetrievalSplit, list[tuple[str, str]]]:
-    """Drop what is bad without opening an image: empty/whitespace captions and (if asked) images
-    whose file is not on disk, with the captions they leave behind; images left without a caption
-    go too when ``drop_missing_images`` (they cannot be trained on).
-
-    Returns the cleaned split and the ``(reason, key)`` of everything dropped (key: file name, or
-    ``file name#caption number`` for a caption). Evaluation splits keep missing images (protocol
-    sizes and 1K folds stay fixed): their loader scores them as blank and reports them.
-    """
-    skips: list[tuple[str, str]] = []
-    keep_image = [True] * split.num_images
-    if drop_missing_images:
-        for i, path in enumerate(split.image_paths):
-            if not os.path.isfile(path):
-                keep_image[i] = False
-                skips.append(("missing_file", os.path.basename(path)))
-    keep_caption = []
-    seen_per_image = [0] * split.num_images
-    for caption, image in zip(split.captions, split.text_to_image):
-        ok = keep_image[image] and bool(caption.strip())
-        if keep_image[image] and not ok:
-            skips.append(("empty_caption", f"{os.path.basename(split.image_paths[image])}#{seen_per_image[image]}"))
-        seen_per_image[image] += 1
-        keep_caption.append(ok)
-    if drop_missing_images:
-        has_caption = [False] * split.num_images
-        for image, ok in zip(split.text_to_image, keep_caption):
-            has_caption[image] = has_caption[image] or ok
-        keep_image = [k and c for k, c in zip(keep_image, has_caption)]
-    if not skips and all(keep_image):
-        return split, skips
-    return subset_split(split, keep_image, keep_caption), skips
-
-
-def subset_split(split: RetrievalSplit, keep_image: list[bool], keep_caption: list[bool]) -> RetrievalSplit:
-    """The kept images and the kept captions of kept images, re-indexed."""
-    new_position = {}
-    for i, keep in enumerate(keep_image):
-        if keep:
-            new_position[i] = len(new_position)
-    pairs = [(c, new_position[i]) for c, i, k in zip(split.captions, split.text_to_image, keep_caption)
-             if k and i in new_position]
-    return RetrievalSplit(
-        [p for p, k in zip(split.image_paths, keep_image) if k],
-        [c for c, _ in pairs],
-        [i for _, i in pairs],
-        [x for x, k in zip(split.image_ids, keep_image) if k],
-        None if split.scenes is None else [s for s, k in zip(split.scenes, keep_image) if k],
-    )

@@ -1,105 +1,30 @@
 """``SyntheticShapesDataModule``: the embedded dataset, generated on first use, read like real data.
 
-Why: the files are written in the Karpathy format under a folder named by a hash of the
-generation parameters, so a changed parameter regenerates, a finished folder is reused, and
-``setup`` reads them through the same ``read_karpathy`` path that COCO/Flickr30K use.
+Why: the files (:mod:`twostream.data.synthetic.shapes_dataset`) are Karpathy-format under a folder
+named by a hash of the generation parameters, so ``setup`` reads them through the same
+``read_karpathy`` path that COCO/Flickr30K use; the oracle ceiling comes from the stored meanings.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from twostream.data.generated import generate_once
-from twostream.data.karpathy import RetrievalSplit, read_karpathy, write_karpathy
-from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD, RetrievalDataModule
-from twostream.data.shapes_captions import freeze, truth_index
-from twostream.data.synthetic_shapes import (
-    CAPTION_WORD_GROUPS,
-    GENERATOR_VERSION,
-    SceneRecord,
-    ShapesConfig,
-    generate_all,
-    render_scene,
-    scene_from_description,
-)
+from twostream.data.datamodules.retrieval import RetrievalDataModule
+from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD
+from twostream.data.formats.karpathy import read_karpathy
+from twostream.data.formats.retrieval_split import RetrievalSplit
+from twostream.data.synthetic.shapes import CAPTION_WORD_GROUPS, ShapesConfig, scene_from_description
+from twostream.data.synthetic.shapes_captions import truth_index
+from twostream.data.synthetic.shapes_dataset import (IMAGES_DIR, JSON_NAME, dataset_dir, ensure_shapes_dataset,
+                                                     read_meanings)
 from twostream.metrics.oracle import oracle_recall
-
-JSON_NAME = "dataset_shapes.json"
-IMAGES_DIR = "images"
-
-
-def dataset_dir(root: str | os.PathLike, cfg: ShapesConfig) -> Path:
-    return Path(root) / f"shapes-{cfg.fingerprint()}"
-
-
-def ensure_shapes_dataset(root: str | os.PathLike, cfg: ShapesConfig, progress: bool = True) -> Path:
-    """Return the dataset folder for ``cfg``, generating it first if it does not exist yet.
-
-    Generation writes into a temporary sibling folder that is renamed into place at the end, so an
-    interrupted run never leaves a half dataset that a later run would take for a finished one.
-    """
-    return generate_once(dataset_dir(root, cfg), JSON_NAME, lambda tmp: _write_dataset(tmp, cfg, progress))
-
-
-def _write_dataset(out: Path, cfg: ShapesConfig, progress: bool) -> None:
-    images = out / IMAGES_DIR
-    images.mkdir()
-    records = generate_all(cfg)
-    splits: dict[str, RetrievalSplit] = {}
-    extras: dict[str, list[dict]] = {}
-    next_id = 0
-    total = sum(len(r) for r in records.values())
-    with tqdm(total=total, desc="generating synthetic shapes", unit="img", disable=not progress) as bar:
-        for name, recs in records.items():
-            splits[name] = RetrievalSplit([], [], [], [], [])
-            extras[name] = [_provenance(rec, next_id) for rec in recs]
-            for position, rec in enumerate(recs):
-                path = images / f"{next_id + position:06d}.png"
-                render_scene(rec.scene, cfg.image_size, rec.render_seed).save(path, compress_level=6)
-                _append(splits[name], rec, str(path), next_id + position)
-                bar.update()
-            next_id += len(recs)
-    write_karpathy(out / JSON_NAME, splits, images, dataset="shapes", extras=extras)
-    params = {**dataclasses.asdict(cfg), "version": GENERATOR_VERSION}
-    (out / "params.json").write_text(json.dumps(params, indent=1) + "\n")
-
-
-def _append(split: RetrievalSplit, rec: SceneRecord, path: str, imgid: int) -> None:
-    position = split.num_images
-    split.image_paths.append(path)
-    split.image_ids.append(imgid)
-    split.scenes.append(rec.scene.description())
-    split.captions.extend(rec.captions)
-    split.text_to_image.extend([position] * len(rec.captions))
-
-
-def _provenance(rec: SceneRecord, first_id: int) -> dict:
-    """Extra annotation: what each caption asserts (``meanings``, in caption order) and, for
-    distractors, the image id of their source scene and what changed."""
-    extra: dict = {"meanings": [list(m) for m in rec.meanings]}
-    if rec.distractor_of is not None:
-        extra.update(distractor_of=first_id + rec.distractor_of, change=rec.change)
-    return extra
-
-
-def read_meanings(json_path: Path) -> dict[str, tuple]:
-    """Caption text -> meaning, over the whole file (a caption's words determine its meaning)."""
-    data = json.loads(json_path.read_text())
-    out: dict[str, tuple] = {}
-    for entry in data["images"]:
-        for sentence, meaning in zip(entry["sentences"], entry.get("meanings", ())):
-            out[sentence["raw"]] = freeze(meaning)
-    return out
 
 
 class SyntheticShapesDataModule(RetrievalDataModule):
-    """Synthetic shapes retrieval data (see ``synthetic_shapes``); sizes are numbers of images.
+    """Synthetic shapes retrieval data (see :mod:`twostream.data.synthetic.shapes`); sizes are numbers of images.
 
     ``caption_noise``: fraction of *training* images whose captions are swapped with another noisy
     image's (a derangement, seeded by ``seed``), imitating mismatched web pairs; training batches then

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from twostream.data.karpathy import VALID_SPLITS
-from twostream.data.shapes_captions import COLUMNS, ROWS, SHAPE_WORDS, SIZE_WORDS, make_captions, relations  # noqa: F401
+from twostream.data.formats.retrieval_split import VALID_SPLITS
+from twostream.data.synthetic.shapes_captions import COLUMNS, ROWS, SHAPE_WORDS, SIZE_WORDS, make_captions
+from twostream.data.synthetic.shapes_captions import relations  # noqa: F401  (re-exported: scenes' relations)
 from twostream.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
