@@ -1,7 +1,6 @@
 """experiments/benchmarks/efficiency.py at tiny sizes: rows, pair counts, ratios, measured vs extrapolated."""
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ TINY = ["--images", str(N), "--captions", str(M), "--width", "32", "--layers", "
 
 @pytest.fixture(scope="module")
 def efficiency():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling machine.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_efficiency", BENCH / "efficiency.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_efficiency", BENCH / "efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the script puts experiments/ on sys.path itself, for report.py
+    return module
 
 
 def rows_by_key(result: dict) -> dict:

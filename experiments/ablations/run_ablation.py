@@ -13,7 +13,6 @@ its 95 % CI and the paired t-test's p-value, and whether the difference shows at
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from runlib import by_seed, markdown_table, mean_ci, paired_difference, plot_rsum, run_fit  # noqa: E402
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
@@ -53,8 +53,9 @@ def summarise(results: dict[str, dict[int, dict]], baseline: str) -> tuple[dict,
     return summary, paired
 
 
-def write_table(path: Path, titles: dict[str, str], results: dict[str, dict[int, dict]], baseline: str, seeds: int,
-                header: str, wall: float, run_total: float, jobs: int) -> None:
+def table_lines(titles: dict[str, str], results: dict[str, dict[int, dict]], baseline: str, seeds: int,
+                header: str, wall: float, run_total: float, jobs: int) -> list[str]:
+    """The header, how to read the table, and the table: mean ± CI per metric, paired Δ RSUM vs the baseline."""
     rows = list(results)
     others = len(rows) - 1  # comparisons made, each at 5 %: say how often one is a false alarm
     multiple = "" if others < 2 else (
@@ -68,7 +69,7 @@ def write_table(path: Path, titles: dict[str, str], results: dict[str, dict[int,
              f"{run_total / 60:.1f} min summed over the runs' own wall times (reused runs included).", "",
              *markdown_table([titles[r] for r in rows], [results[r] for r in rows], METRICS, rows.index(baseline),
                              f"`{baseline}`")]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def plot(path: Path, titles: dict[str, str], results: dict[str, dict[int, dict]], baseline: str) -> None:
@@ -116,16 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     titles = {r.stem: row_title(r) for r in rows}
     summary, paired = summarise(results, baseline)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    header = f"# {args.title}{' — FAST (not for reporting)' if args.fast else ''}\n\nCommand: `{command}`"
-    write_table(out.with_suffix(".md"), titles, results, baseline, seeds, header, wall, run_total, args.jobs)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "seeds": seeds, "wall_s": wall,
-                                                    "run_wall_s_total": run_total, "jobs": args.jobs, "titles": titles,
-                                                    "baseline": baseline, "runs": results, "summary": summary,
-                                                    "paired_vs_baseline": paired}, indent=1) + "\n")
+    command, host = command_line(argv, __file__), (machine(threads) if threads else machine())
+    header = (f"# {args.title}{' — FAST (not for reporting)' if args.fast else ''}\n\nCommand: `{command}`\n\n"
+              f"Machine: {machine_line(host)}.")
+    md, _ = write_report(out, {"command": command, "machine": host, "seeds": seeds, "wall_s": wall,
+                               "run_wall_s_total": run_total, "jobs": args.jobs, "titles": titles, "baseline": baseline,
+                               "runs": results, "summary": summary, "paired_vs_baseline": paired},
+                         table_lines(titles, results, baseline, seeds, header, wall, run_total, args.jobs))
     plot(out.with_suffix(".png"), titles, results, baseline)
-    print(out.with_suffix(".md").read_text())
+    print(md.read_text())
 
 
 if __name__ == "__main__":

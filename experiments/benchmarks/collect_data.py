@@ -9,7 +9,11 @@ both results in one place without re-measuring anything.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PARTS = {"images": "bench_data_images", "video": "bench_data_video"}
@@ -26,8 +30,7 @@ def main() -> None:
         merged[key] = json.loads(js.read_text())
         body = md.read_text().splitlines()
         sections += [f"## {body[0].lstrip('# ')} (`{md.name}`)", *body[1:], ""]
-    (RESULTS / "bench_data.json").write_text(json.dumps(merged, indent=1) + "\n")
-    (RESULTS / "bench_data.md").write_text("\n".join(sections))
+    write_report(RESULTS / "bench_data", merged, sections)
     print(f"wrote {RESULTS / 'bench_data.md'} and .json")
 
 

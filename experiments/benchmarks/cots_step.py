@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,7 +39,8 @@ from twostream.objectives import KLAlignment, MaskedLanguageModeling, MaskedVisi
 from twostream.state import AdaptiveMomentumFilter, MomentumQueue, ema_update_
 from twostream.tokenizer import VisualTokenizer
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
-from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, machine, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MOMENTUM = 0.995
@@ -260,12 +257,6 @@ def bench_step(s: dict, tokenizer: str, steps: int, warmup: int, repeats: int) -
 
 
 # ------------------------------------------------------------------------------------ report
-def machine() -> dict:
-    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "lightning": L.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg()),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-
-
 def sizes_str(s: dict) -> str:
     return (f"{s['image']} px, patch {s['patch']}, vision width {s['width']} x {s['layers']} layers, text width "
             f"{s['t_width']} x {s['t_layers']} layers, embed {s['embed']}, batch {s['batch']}")
@@ -344,7 +335,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+    result = {"command": command(), "machine": machine(lightning=L.__version__),
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     print(f"machine {result['machine']}\n(a) EMA update", flush=True)
     result["ema"] = bench_ema(args.smoke, args.ema_repeats, list(dict.fromkeys([args.threads, default_threads])))
@@ -358,10 +349,8 @@ def main() -> None:
         print(f"(c) share at {sizes_str(large)}", flush=True)
         times, _ = bare_run(large, tok[large["patch"]], make_batches(large, 1 + args.large_steps))
         result["share_large"] = {"sizes": large, **share(times, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
+    write_report(args.out, result, md)
     print(md + f"\nwrote {args.out}.md and .json")
 
 

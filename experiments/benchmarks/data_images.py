@@ -8,15 +8,13 @@ Generates its own data in a temp dir (JPEGs of 256-400 px, photo-like, img2datas
 Both paths run in this process with one torch thread, which is what one DataLoader worker does,
 so images/s here is per worker. Rounds alternate the two paths so load from other processes on a
 shared machine hits both alike; the best round of each is reported.
-Writes experiments/results/bench_data_images.{md,json}.
+Writes experiments/results/bench_data_images.{md,json} (or --out).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
-import os
 import sys
 import tarfile
 import tempfile
@@ -28,7 +26,8 @@ import torch
 from PIL import Image
 
 from twostream.data import CLIP_MEAN, CLIP_STD, WebDatasetDataModule, build_image_transform
-from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, machine, machine_line, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIZE = 224
@@ -97,14 +96,12 @@ def timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
-def machine() -> str:
-    cpu = cpu_model()
+def libraries() -> dict:
+    """The versions besides torch that decide this benchmark's speed."""
     import datasets
     import torchvision
 
-    return (f"nproc={os.cpu_count()}, {cpu}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-            f"datasets {datasets.__version__}, Pillow {Image.__version__}, "
-            f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+    return {"torchvision": torchvision.__version__, "datasets": datasets.__version__, "Pillow": Image.__version__}
 
 
 def main() -> None:
@@ -113,6 +110,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="64 images, 1 round")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_data_images", help="output stem (.md, .json)")
     args = parser.parse_args()
     if args.quick:
         args.num_images, args.rounds = 64, 1
@@ -129,25 +127,24 @@ def main() -> None:
     assert all(n == args.num_images for _, n in plain + stream), "a path did not see every image"
     plain_ips = args.num_images / min(t for t, _ in plain)
     stream_ips = args.num_images / min(t for t, _ in stream)
-    result = {"command": "python " + " ".join(sys.argv), "machine": machine(), "num_images": args.num_images,
+    result = {"command": command(), "machine": machine(**libraries()), "num_images": args.num_images,
               "shards": args.shards, "rounds": args.rounds, "image_size": SIZE,
               "plain_images_per_s": plain_ips, "stream_images_per_s": stream_ips,
               "ratio_stream_over_plain": stream_ips / plain_ips,
               "plain_round_s": [t for t, _ in plain], "stream_round_s": [t for t, _ in stream]}
-    write_results(result)
+    write_results(result, args.out)
     print(json.dumps(result, indent=1))
 
 
-def write_results(r: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_data_images.json").write_text(json.dumps(r, indent=1) + "\n")
+def write_results(r: dict, out: Path) -> None:
     rounds = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    (RESULTS / "bench_data_images.md").write_text(f"""# Image decoding + augmentation per dataloader worker
+    m = r["machine"]
+    write_report(out, r, f"""# Image decoding + augmentation per dataloader worker
 
 | item | value |
 |---|---|
 | command | `{r['command']}` |
-| machine | {r['machine']} |
+| machine | {machine_line(m)} |
 | data | {r['num_images']} JPEGs, 256-400 px, quality 90; {r['shards']} img2dataset webdataset shards |
 | work per image | decode, RGB, RandomResizedCrop {r['image_size']} (bicubic) + ColorJitter, ToTensor, Normalize |
 | (a) plain PIL + torchvision loop over the files | **{r['plain_images_per_s']:.1f} images/s** (rounds: {rounds(r['plain_round_s'])} s) |
@@ -156,8 +153,8 @@ def write_results(r: dict) -> None:
 
 One torch thread, in-process: the rate of one DataLoader worker; with W workers expect up to W
 times as much while cores last. Best round of {r['rounds']}, rounds alternate (a) and (b).
-The machine's CPU is **shared with other jobs** (2 cores, 3 other workers at the time of the run),
-so absolute rates are noisy and low; the ratio is the meaningful number. (b) pays for tar parsing,
+Absolute rates depend on what else the machine runs ({m['nproc']} cores; load average when the run ended in the
+machine row): the ratio, from rounds run side by side, is the meaningful number. (b) pays for tar parsing,
 Arrow conversion and the shuffle buffer on top of (a)'s work; (a) pays for opening one file per image.
 """)
 

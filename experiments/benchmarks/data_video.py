@@ -8,13 +8,11 @@ Generates its own videos in a temp dir: 10 s at 30 fps, 224 x 224, H.264 (libx26
 B-frames, a keyframe every GOP frames), photo-like moving content. Every path runs in this process
 with one codec thread and one torch thread, which is what one DataLoader worker does, so the rates
 are per worker. Rounds alternate the paths so load from other processes hits all alike; the best
-round of each is reported. Writes experiments/results/bench_data_video.{md,json}.
+round of each is reported. Writes experiments/results/bench_data_video.{md,json} (or --out).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import random
 import sys
@@ -27,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from twostream.data.video_io import DecodeStats, decode_all_frames, read_clip, sample_frame_indices
-from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
+from twostream.data.formats.video_io import DecodeStats, decode_all_frames, read_clip, sample_frame_indices
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, machine, machine_line, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIZE, FPS, SECONDS, NUM_FRAMES = 224, 30, 10, 12
@@ -109,19 +108,12 @@ def run_gop(root: Path, gop: int, num_videos: int, rounds: int) -> dict:
             "sampled_eval_frames_identical_to_full_decode": identical}
 
 
-def machine() -> str:
-    cpu = cpu_model()
-    return (f"nproc={os.cpu_count()}, {cpu}, PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), "
-            f"torch {torch.__version__}, {datetime.datetime.now().isoformat(timespec='seconds')}")
-
-
-def write_results(results: list[dict], command: str, load: str, where: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(results: list[dict], command: str, load: str, where: dict, out: Path) -> Path:
+    """``out``.json and .md; returns the .md path."""
     blob = {"command": command, "machine": where, "load_before": load, "fps": FPS, "seconds": SECONDS,
             "size": SIZE, "num_frames": NUM_FRAMES, "results": results}
-    (RESULTS / "bench_data_video.json").write_text(json.dumps(blob, indent=1) + "\n")
     lines = ["# Video reading per dataloader worker: sampled decoding vs. decoding every frame", "",
-             "| item | value |", "|---|---|", f"| command | `{command}` |", f"| machine | {blob['machine']} |",
+             "| item | value |", "|---|---|", f"| command | `{command}` |", f"| machine | {machine_line(where)} |",
              f"| load average before the run | {load} |",
              f"| videos | {SECONDS} s at {FPS} fps ({SECONDS * FPS} frames), {SIZE} x {SIZE}, H.264 crf 23 with "
              f"B-frames, a keyframe every GOP frames |",
@@ -142,9 +134,10 @@ def write_results(results: list[dict], command: str, load: str, where: str) -> N
               "where it skips more decoding — longer videos (whole GOPs between the sampled frames) and larger "
               "frames (not measured here); with keyframes rarer than the spacing of the sampled frames (GOP 250) "
               "nearly every frame is decoded anyway.",
-              "", "The machine's CPU is **shared with other jobs** (2 cores, 3 other workers at the time of the "
-              "run), so absolute rates are noisy and low; the ratios are the meaningful numbers."]
-    (RESULTS / "bench_data_video.md").write_text("\n".join(lines) + "\n")
+              "", f"Absolute rates depend on what else the machine runs ({where['nproc']} cores; load averages "
+              "before the run and, in the machine row, when it ended): the ratios, from rounds run side by side, are "
+              "the meaningful numbers."]
+    return write_report(out, blob, lines)[0]
 
 
 def _gop_rows(r: dict) -> list[str]:
@@ -169,6 +162,7 @@ def main() -> None:
     parser.add_argument("--gops", default="60,250", help="keyframe intervals to test (frames), comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 videos, GOP 60, 1 round")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_data_video", help="output stem (.md, .json)")
     args = parser.parse_args()
     if args.quick:
         args.num_videos, args.gops, args.rounds = 4, "60", 1
@@ -176,9 +170,8 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_gop(Path(tmp), int(g), args.num_videos, args.rounds) for g in args.gops.split(",")]
-    command = "python experiments/benchmarks/data_video.py" + ("".join(f" {a}" for a in sys.argv[1:]))
-    write_results(results, command, load, machine())
-    print((RESULTS / "bench_data_video.md").read_text())
+    pyav = f"{av.__version__} (FFmpeg {av.library_versions['libavcodec']})"
+    print(write_results(results, command(), load, machine(PyAV=pyav), args.out).read_text())
 
 
 if __name__ == "__main__":

@@ -23,10 +23,6 @@ Writes experiments/results/efficiency.{md,json} (or --out).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -38,7 +34,8 @@ from twostream.encoder import TwoStreamEncoder
 from twostream.single_stream import DecomposedEncoder, SingleStreamModel, VLTransformer
 from twostream.single_stream.scoring import score_pairs
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
-from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, machine, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIZES, COLORS = ["small", "large", "tiny", "big"], ["red", "green", "blue", "yellow", "purple", "orange"]
@@ -201,12 +198,6 @@ def run(a: argparse.Namespace) -> dict:
                                                                  "image_size", "patch", "context", "embed")}}
 
 
-def machine(threads: int) -> dict:
-    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "threads": threads, "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg": list(os.getloadavg()),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-
-
 def markdown(r: dict) -> str:
     """The table plus how to read it."""
     m, s, c = r["machine"], r["sizes"], r["config"]
@@ -287,13 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
         result["wall_s"] = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)  # main() is also called in-process by the tests
-    result.update(command=" ".join([Path(sys.executable).name, *(sys.argv if argv is None else [__file__, *argv])]),
-                  machine=machine(a.threads),
+    result.update(command=command(argv, None if argv is None else __file__), machine=machine(a.threads),
                   config={k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()})
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = markdown(result)
-    a.out.with_suffix(".md").write_text(md)
+    write_report(a.out, result, md)
     print(md + f"\nwrote {a.out}.md and .json (wall {result['wall_s']:.0f} s)")
     return result
 

@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import gc
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +39,9 @@ import warnings
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, cpu_model, machine, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]  # dense, no sparsity
@@ -256,7 +256,6 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import logging
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    from machine import cpu_model  # experiments/benchmarks/machine.py (the script's folder is on sys.path)
 
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # any fp32 matmul left outside autocast may use TF32
@@ -265,12 +264,10 @@ def main() -> None:
         name = f"CPU: {cpu_model()}"
     peak, source = peak_tflops(name if device.type == "cuda" else "", args.peak_tflops)
     s = TINY if args.tiny else FULL
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "sizes": s, "peak_tflops": peak,
+    result = {"command": command(), "sizes": s, "peak_tflops": peak,
               "peak_source": source if device.type == "cuda" or peak else "CPU: no peak (give --peak-tflops)",
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": {"device": str(device), "device_name": name, "torch": torch.__version__,
-                          "cuda": torch.version.cuda, "cpu": cpu_model(), "python": platform.python_version(),
-                          "date": datetime.datetime.now().isoformat(timespec="seconds")}, "results": []}
+              "machine": machine(device=str(device), device_name=name, cuda=torch.version.cuda), "results": []}
     print(f"device {name}; peak {peak} TFLOP/s ({source})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batch_size:
@@ -279,10 +276,8 @@ def main() -> None:
             print(f"  batch {batch}: " + (f"{row['samples_per_s']:.1f} samples/s, {row['step_ms_median']:.1f} ms/step, "
                                           f"{row['flops_per_step'] / 1e9:.2f} GFLOP/step" if row["status"] == "ok"
                                           else row["status"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
+    write_report(args.out, result, md)
     print(md + f"\nwrote {args.out}.md and .json")
 
 

@@ -10,10 +10,7 @@ warm-up, interleaved round by round so that load from other processes hits matmu
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +20,9 @@ from pathlib import Path
 import torch
 
 from twostream.metrics import rank_retrieval
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
+from report import command, machine, machine_line, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 NOISE = 5.0  # caption = image + noise; at 5K images gives CLIP-on-COCO-like recalls (R@1 ~63 / ~31)
@@ -193,17 +193,12 @@ def run(args: argparse.Namespace, out_stem: Path | None) -> None:
         "peak_mem_extrapolated_gb": extrapolated, "peak_mem_full_run": full, "peak_mem_probes": points,
         "mem_problem": f"{args.mem_images} images x {args.mem_images * args.caps} captions, D={args.dim}",
         "recalls": got, "config": {k: v for k, v in vars(args).items() if k not in ("mem_child", "out")},
-        "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "date": datetime.datetime.now().isoformat(timespec="seconds")},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(), "command": command(),
     }
     print(json.dumps({k: result[k] for k in ("matmul_s", "metric_s", "naive_s", "ratio_metric_over_matmul",
                                              "identical", "peak_mem_gb")}, indent=1))
     if out_stem is not None:
-        out_stem.parent.mkdir(parents=True, exist_ok=True)
-        out_stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-        out_stem.with_suffix(".md").write_text(markdown(result))
+        write_report(out_stem, result, markdown(result))
         print(f"wrote {out_stem}.md and .json")
 
 
@@ -214,7 +209,7 @@ def markdown(r: dict) -> str:
     probes = ", ".join(f"{p['n_images']}x{p['n_captions']}: {p['peak_rss_gib']:.2f}" for p in r["peak_mem_probes"])
     rows = [
         ("command", f"`{r['command']}`"),
-        ("machine", f"nproc={m['nproc']}, torch {m['torch']}, {m['threads']} threads, {m['cpu']}, {m['date']}"),
+        ("machine", machine_line(m)),
         ("timing data", f"N={c['images']} images, M={c['images'] * c['caps']} captions, D={c['dim']}, "
                         f"L2-normalised, seed {c['seed']}, best of {c['repeats']} after warm-up"),
         ("(a) matmul `image_emb @ text_emb.T`", f"{r['matmul_s']:.4g} s"),

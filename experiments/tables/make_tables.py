@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
+from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from runlib import (by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
                     run_fit, verdict)
 
@@ -225,9 +226,8 @@ def main(argv: list[str] | None = None) -> None:
              if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun))
     wall = time.time() - start
     run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs.values())
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command, where = command_line(argv, __file__), machine()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# twostream results tables{' — FAST RUN CHECK, NOT RESULTS' if args.fast else ''}", "",
              f"Command: `{command}`. Mini-scale: tiny models on the embedded synthetic data, CPU; recalls in percent, "
              f"mean ± 95 % CI half-width (Student t, n−1 df) over the seeds column (\"n/a\" with one seed). Table (a) "
@@ -235,17 +235,16 @@ def main(argv: list[str] | None = None) -> None:
              f"the paired t-test's two-sided p, and \"distinguishable\" when that CI excludes 0. Papers' figures are at "
              f"paper scale (their data, models and splits) and only show what each paper claims. This call: {wall / 60:.1f} min "
              f"elapsed; the runs' own wall times sum to {run_total / 60:.1f} min (reused runs included).", "",
+             f"Machine: {machine_line(where)}.", "",
              "## (a) Image-text retrieval, mini scale", "", *table_a(images, args.fast), "",
              "## (b) Text-to-video retrieval, embedded video data", "", *(table_b(video) if video else ["_skipped_"]), "",
              "## (c) COTS ablation", "", *embedded(ROOT / "experiments/results/cots_ablation.md", "run `make ablate`"), "",
              "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`")]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "fast": args.fast, "wall_s": wall,
-                                                    "image_text": images, "video": video,
-                                                    "rsum_vs_clip": rsum_vs_clip(images)}, indent=1) + "\n")
+    md, _ = write_report(out, {"command": command, "machine": where, "fast": args.fast, "wall_s": wall,
+                               "image_text": images, "video": video, "rsum_vs_clip": rsum_vs_clip(images)}, lines)
     if any(images.values()):
         plot(out.with_suffix(".png"), {k: v for k, v in images.items() if v})
-    print(out.with_suffix(".md").read_text())
+    print(md.read_text())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ and ``common`` arguments; the table says, for every row, the exact command that 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curves import plot_curves, read_curves  # noqa: E402
+from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from runlib import markdown_table, mean_ci, plot_rsum, run_fit  # noqa: E402
 
 from twostream.callbacks.run_summary import RECALL_KEYS  # noqa: E402
@@ -66,7 +66,8 @@ def summarise_run(name: str, metrics: dict, curves: dict) -> dict:
     }
 
 
-def write_table(path: Path, rows: list[dict], commands: dict[str, str], notes: dict[str, str], header: str) -> None:
+def table_lines(rows: list[dict], commands: dict[str, str], notes: dict[str, str], header: str) -> list[str]:
+    """The recipes table (first seed) and, under it, each row's command."""
     lines = [header, "", "| recipe | what changes | last logged step | fit s | final loss | best val RSUM (step) | test I2T R@1 "
              "| test T2I R@1 | test RSUM | % of oracle RSUM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)  # noqa: E731
@@ -77,7 +78,7 @@ def write_table(path: Path, rows: list[dict], commands: dict[str, str], notes: d
                      f"{fmt(r['pct_of_oracle_rsum'], '.1f')} |")
     lines += ["", "Commands (each row's run; `runs/` paths via the sweep's `--workdir`):", ""]
     lines += [f"- **{name}**: `{cmd}`" for name, cmd in commands.items()]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,19 +120,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = [summarise_run(n, results[(n, first)][0], curves[n]) for n in names]
     commands = {n: command_of(spec, spec["recipes"][n], first) for n in names}
     notes = {n: spec["recipes"][n].get("note", "") for n in names}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     where = f"{args.jobs} run(s) at a time{f', {threads} torch thread(s) each' if threads else ''}"
     if reused:
         where += f" ({reused} of {len(tasks)} runs reused from an earlier invocation, with its timing)"
+    host, cmd = (machine(threads) if threads else machine()), command_line(argv, __file__)
     header = (f"# {args.title}\n\nSeed {first}, one run per recipe; {where}; "
-              f"{(time.time() - start) / 60:.1f} min for this invocation.")
-    write_table(args.out.with_suffix(".md"), rows, commands, notes, header)
-    payload = {"rows": rows, "commands": commands, "curves": curves}
+              f"{(time.time() - start) / 60:.1f} min for this invocation. Machine: {machine_line(host)}.\n\n"
+              f"Command: `{cmd}`")
+    payload = {"command": cmd, "machine": host, "rows": rows, "commands": commands, "curves": curves}
     if len(seeds) > 1:
         payload["seeds"] = write_seed_table(args, names, notes, seeds, results, where)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    md, _ = write_report(args.out, payload, table_lines(rows, commands, notes, header))
     plot_curves(args.out.with_suffix(".png"), curves, args.title)
-    print(args.out.with_suffix(".md").read_text())
+    print(md.read_text())
 
 
 def write_seed_table(args, names: list[str], notes: dict, seeds: list[int], results: dict, where: str) -> dict:
@@ -150,9 +151,9 @@ def write_seed_table(args, names: list[str], notes: dict, seeds: list[int], resu
         lines.append(f"- **{n}** ({notes[n]}): RSUM std {rsum.std:.2f} = {100 * rsum.std / rsum.mean:.2f} % of the mean; "
                      f"fit {fit.mean:.0f} s on average (max {max(r['fit_wall_s'] for r in row.values()):.0f} s)")
     out = args.out.with_name(args.out.name + "_seeds")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    md, _ = write_report(out, None, lines)  # its numbers go into <out>.json under "seeds"
     plot_rsum(out.with_suffix(".png"), names, runs, "test RSUM", baseline=baseline if len(names) > 1 else None)
-    print(out.with_suffix(".md").read_text())
+    print(md.read_text())
     return summary
 
 
