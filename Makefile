@@ -7,15 +7,12 @@ CONFIG   ?= experiments/pretrain/default.yaml
 TOKENIZER := runs/tokenizer/vqvae.pt
 SEEDS    ?= 5
 JOBS     ?= 2
-# configs with masked vision modeling need the visual tokenizer: build it first when missing
-NEEDS_TOKENIZER = $(if $(findstring MaskedVisionModeling,$(shell cat $(CONFIG) 2>/dev/null)),$(TOKENIZER))
 # COOKIE's frozen teachers: the towers of a default-config run
 TEACHER  := runs/teacher/teacher.ckpt
-NEEDS_TEACHER = $(if $(findstring $(TEACHER),$(shell cat $(CONFIG) 2>/dev/null)),$(TEACHER))
-# VLDeformer decomposes the single-stream model: train that first when its checkpoint is missing
-SINGLE_STREAM := runs/single_stream/last.ckpt
-SINGLE_STREAM_CONFIG := experiments/pretrain/single_stream.yaml
-NEEDS_SINGLE_STREAM = $(if $(filter $(SINGLE_STREAM_CONFIG),$(CONFIG)),,$(if $(findstring $(SINGLE_STREAM),$(shell cat $(CONFIG) 2>/dev/null)),$(SINGLE_STREAM)))
+# The files a config needs (visual tokenizer, teachers, stage-1 checkpoint), read from the config's own
+# values by the classes that declare them: `$(PREREQ) CONFIG [OVERLAY...]` lists the missing ones and the
+# command that builds each, `--build` runs those commands; `--latest RUN_ROOT` is the highest version_<N>'s last.ckpt.
+PREREQ    = $(BIN)/python -m twostream.prerequisites
 PYTEST_ARGS ?=
 # CPU machines pin exact versions (and get the CPU torch wheel); GPU machines resolve freely.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
@@ -41,20 +38,21 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml constraints-cpu.txt src/twostream/install_fix.py
+$(STAMP): setup.cfg pyproject.toml constraints-cpu.txt tools/install_fix.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) torch torchvision
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev]"
-	@$(BIN)/python -c "import torchvision.ops" 2>/dev/null || $(BIN)/python src/twostream/install_fix.py
+	@$(BIN)/python -c "import torchvision.ops" 2>/dev/null || $(BIN)/python tools/install_fix.py
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
-pretrain: $(STAMP) $(NEEDS_TOKENIZER) $(NEEDS_TEACHER) $(NEEDS_SINGLE_STREAM)
+pretrain: $(STAMP)
+	$(PREREQ) --build $(CONFIG)
 	$(BIN)/twostream fit --config $(CONFIG)
 
-# newest `make pretrain` checkpoint unless PRETRAINED is given
-PRETRAINED ?= $(shell ls -t runs/default/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
+# the highest-numbered `make pretrain` run's checkpoint unless PRETRAINED is given
+PRETRAINED ?= $(shell $(PREREQ) --latest runs/default 2>/dev/null)
 FINETUNE_CONFIG ?= experiments/finetune/synthetic.yaml
 
 finetune: $(STAMP)
@@ -69,18 +67,20 @@ $(TOKENIZER):
 
 teacher: $(STAMP)
 	$(BIN)/twostream fit --config experiments/pretrain/default.yaml --trainer.logger.init_args.name=teacher
-	@mkdir -p $(dir $(TEACHER)) && cp "$$(ls -t runs/teacher/version_*/checkpoints/last.ckpt | head -n 1)" $(TEACHER)
-	@echo "teacher -> $(TEACHER)"
+	@ckpt="$$($(PREREQ) --latest runs/teacher --command 'make teacher')" && mkdir -p $(dir $(TEACHER)) \
+		&& cp "$$ckpt" $(TEACHER) && echo "teacher: $$ckpt -> $(TEACHER)"
 
 $(TEACHER):
 	$(MAKE) teacher
 
-$(SINGLE_STREAM):
-	$(MAKE) pretrain CONFIG=$(SINGLE_STREAM_CONFIG)
-
-ablate: $(STAMP) $(TOKENIZER)
-	$(BIN)/python experiments/ablations/run_ablation.py --base experiments/pretrain/cots.yaml \
-		--schedule experiments/testbed/mini.yaml --rows experiments/ablations/cots --seeds $(SEEDS) --jobs $(JOBS) \
+# each row on top of the base and schedule, as run_ablation.py merges them (rows with MVM need the tokenizer)
+ABLATE_BASE     := experiments/pretrain/cots.yaml
+ABLATE_SCHEDULE := experiments/testbed/mini.yaml
+ABLATE_ROWS     := experiments/ablations/cots
+ablate: $(STAMP)
+	$(PREREQ) --build --base $(ABLATE_BASE) $(ABLATE_SCHEDULE) --each $(ABLATE_ROWS)/*.yaml
+	$(BIN)/python experiments/ablations/run_ablation.py --base $(ABLATE_BASE) \
+		--schedule $(ABLATE_SCHEDULE) --rows $(ABLATE_ROWS) --seeds $(SEEDS) --jobs $(JOBS) \
 		--out experiments/results/cots_ablation$(if $(ABLATE_FAST),_fast) $(if $(ABLATE_FAST),--fast)
 
 # docs/testbed.md: every recipe once (seed 0, two runs side by side, one thread each), the default over
@@ -112,8 +112,12 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/efficiency.py
 	$(if $(shell command -v nvidia-smi 2>/dev/null),$(BIN)/python experiments/benchmarks/gpu_throughput.py,@echo "no GPU: skipping experiments/benchmarks/gpu_throughput.py")
 
-# every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check
-tables: $(STAMP) $(if $(TABLES_FAST),,$(TOKENIZER) $(TEACHER))
+# every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check (it
+# builds untrained stand-ins for the tokenizer and teachers). The configs make_tables.py runs, but not
+# vldeformer.yaml: each of its seeds starts from that seed's single-stream run, not from its init_from.
+TABLES_CONFIGS := $(addprefix experiments/pretrain/,default.yaml cots.yaml cookie.yaml single_stream.yaml video.yaml)
+tables: $(STAMP)
+	$(if $(TABLES_FAST),,$(PREREQ) --build --each $(TABLES_CONFIGS))
 	$(BIN)/python experiments/tables/make_tables.py $(if $(TABLES_FAST),--fast --workdir runs/tables_fast --out experiments/results/tables_fast,--seeds $(SEEDS))
 
 clean-runs:

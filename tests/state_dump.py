@@ -23,7 +23,7 @@ class FilterAudit(L.Callback):
         f = pl_module.state["filter"]
         if trainer.global_step <= f.warmup_steps:  # the keep mask of this batch predates the warm-up's end
             return
-        keep, noisy = outputs["momentum_state"]["keep"].bool(), batch["noisy"].bool()
+        keep, noisy = outputs["training_state"]["pair_weight"].bool(), batch["noisy"].bool()
         for flag in (True, False):
             self.seen[flag] += int((noisy == flag).sum())
             self.dropped[flag] += int((~keep & (noisy == flag)).sum())

@@ -23,8 +23,7 @@ def test_ablation_sweep_writes_ci_and_paired_table_and_reuses_runs(tmp_path):
            "--only", "1_itc", "7_full", "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "abl"), "--workdir", "runs/abl",
            "--config", str(override), "--data.init_args.root=data", "--data.init_args.num_train=32",
            "--data.init_args.num_val=8", "--data.init_args.num_test=12", "--data.init_args.batch_size=16",
-           "--data.init_args.image_size=32", "--data.init_args.num_workers=0", "--trainer.max_epochs=1",
-           "--model.init_args.momentum_queue.init_args.queue_size=32"]
+           "--data.init_args.image_size=32", "--data.init_args.num_workers=0", "--trainer.max_epochs=1"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

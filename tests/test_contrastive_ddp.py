@@ -1,5 +1,4 @@
 """InBatchContrastive under 2 gloo processes equals one process on the concatenated batch."""
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dist_utils import spawn
-from twostream.objectives import InBatchContrastive
+from twostream.contrastive import InBatchContrastive
+from twostream.heads import EncoderOutput
 
 BATCH, D_IMG, D_TXT, D_EMB = 12, 16, 10, 8
 
@@ -21,9 +21,9 @@ def _model_and_data():
 
 
 def _loss(model, xi, xt):
-    out = SimpleNamespace(image_emb=F.normalize(model.img(xi), dim=-1), text_emb=F.normalize(model.txt(xt), dim=-1),
-                          temperature=model.log_t.exp(), keep=None)
-    return InBatchContrastive()(out, {}, nn.ModuleDict())["contrastive_loss"]
+    out = EncoderOutput(F.normalize(model.img(xi), dim=-1), F.normalize(model.txt(xt), dim=-1), None, None,
+                        model.log_t.exp())
+    return InBatchContrastive()(out, {})["contrastive_loss"]
 
 
 def _grads(model):

@@ -10,9 +10,10 @@ import yaml
 from twostream.cli import run
 from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
-from twostream.objectives import InBatchContrastive, TextualKnowledgeSharing, VisualKnowledgeSharing
-from twostream.objectives.teacher import FrozenTeacher
-from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower, SharedTransformer
+from twostream.contrastive import InBatchContrastive
+from twostream.methods.cookie import SharedTransformer, TextualKnowledgeSharing, VisualKnowledgeSharing
+from twostream.methods.cookie.teacher import FrozenTeacher
+from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 
 ROOT = Path(__file__).resolve().parents[1]
 VISION = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16}
@@ -129,11 +130,11 @@ def test_cookie_yaml_runs_through_the_cli_with_unimodal_metrics(tmp_path):
     override = {"model": {"init_args": {
         "vision": {"class_path": "twostream.towers.OpenCLIPVisionTower", "init_args": {"embed_dim": 16, "config": VISION}},
         "text": {"class_path": "twostream.towers.OpenCLIPTextTower", "init_args": {"embed_dim": 16, "config": TEXT}},
-        "shared": {"class_path": "twostream.towers.SharedTransformer", "init_args": {"width": 24, "layers": 1, "heads": 2}},
-        "heads": [{"class_path": "twostream.objectives.InBatchContrastive", "init_args": {"name": "cross_modal"}},
-                  {"class_path": "twostream.objectives.VisualKnowledgeSharing",
+        "shared": {"class_path": "twostream.methods.cookie.SharedTransformer", "init_args": {"width": 24, "layers": 1, "heads": 2}},
+        "heads": [{"class_path": "twostream.contrastive.InBatchContrastive", "init_args": {"name": "cross_modal"}},
+                  {"class_path": "twostream.methods.cookie.VisualKnowledgeSharing",
                    "init_args": {"teacher": vis_teacher, "teacher_checkpoint": str(ckpt)}},
-                  {"class_path": "twostream.objectives.TextualKnowledgeSharing",
+                  {"class_path": "twostream.methods.cookie.TextualKnowledgeSharing",
                    "init_args": {"teacher": txt_teacher, "teacher_checkpoint": str(ckpt)}}],
         "embed_dim": 16, "warmup_steps": 2}}}
     path = tmp_path / "tiny.yaml"

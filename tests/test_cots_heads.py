@@ -5,10 +5,10 @@ import torch
 from cots_utils import tiny_tokenizer
 from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
-from twostream.objectives import (InBatchContrastive, KLAlignment, MaskedLanguageModeling, MaskedVisionModeling,
-                                  MomentumContrastive)
-from twostream.objectives.masking import block_patch_mask, mask_tokens, random_patch_mask
-from twostream.state import MomentumQueue
+from twostream.contrastive import InBatchContrastive
+from twostream.methods.cots import KLAlignment, MaskedLanguageModeling, MaskedVisionModeling, MomentumContrastive
+from twostream.masking import block_patch_mask, mask_tokens, random_patch_mask
+from twostream.methods.cots import MomentumQueue, momentum_keys
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 
 
@@ -19,7 +19,7 @@ def encoder(heads, queue: int | None = 64, vocab: int = 49409, image_size: int =
     text = OpenCLIPTextTower(config={"context_length": 16, "width": 32, "heads": 2, "layers": 1,
                                      "vocab_size": vocab, "no_causal_mask": True}, embed_dim=16)
     return TwoStreamEncoder(vision, text, heads=heads, embed_dim=8,
-                            momentum_queue=MomentumQueue(queue) if queue else None)
+                            state={"momentum": MomentumQueue(queue)} if queue else None)
 
 
 def batch_for(model, n=6, ids=None):
@@ -32,7 +32,7 @@ def batch_for(model, n=6, ids=None):
 def outputs(model, batch, step=0):
     out = model(batch)
     out.generator = torch.Generator().manual_seed(step)
-    model._momentum_and_filter(out, batch)
+    model.annotate(out, batch)
     return out
 
 
@@ -41,8 +41,8 @@ def test_momentum_contrastive_with_empty_queue_equals_in_batch_contrastive():
     model = encoder([MomentumContrastive(), InBatchContrastive()])
     batch = batch_for(model)
     out = outputs(model, batch)
-    moco = model.heads[0](out, batch, model.state)["momentum_contrastive_loss"]
-    itc = model.heads[1](out, batch, model.state)["contrastive_loss"]
+    moco = model.heads[0](out, batch)["momentum_contrastive_loss"]
+    itc = model.heads[1](out, batch)["contrastive_loss"]
     torch.testing.assert_close(moco, itc)
 
 
@@ -53,18 +53,18 @@ def test_momentum_contrastive_counts_same_image_keys_as_positives():
     q.enqueue(torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
               torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), torch.tensor([8, 1, 2]))
     out = outputs(model, batch)
-    _, text_keys, key_ids, own, ids = model.heads[0].candidates(out, batch, model.state)
+    _, text_keys, key_ids, own, ids = model.heads[0].candidates(out, batch)
     assert key_ids.tolist() == [7, 7, 8, 9, 8, 1, 2] and own.tolist() == [0, 1, 2, 3]
-    from twostream.objectives.momentum_contrastive import positive_targets
+    from twostream.methods.cots.momentum_contrastive import positive_targets
 
     t = positive_targets(ids, key_ids, own)
     assert t[0].tolist() == [0.5, 0.5, 0, 0, 0, 0, 0]  # the other caption of image 7 shares the mass
     assert t[2].tolist() == [0, 0, 0.5, 0, 0.5, 0, 0]  # image 8 also sits in the queue
     logits = out.image_emb @ text_keys.T / out.temperature
     expected_i2t = -(t * logits.log_softmax(1)).sum(1)
-    logits_t2i = out.text_emb @ torch.cat([out.image_key, q.queue()[0]]).T / out.temperature
+    logits_t2i = out.text_emb @ torch.cat([momentum_keys(out)[0], q.queue()[0]]).T / out.temperature
     expected = (0.5 * (expected_i2t - (t * logits_t2i.log_softmax(1)).sum(1))).mean()
-    torch.testing.assert_close(model.heads[0](out, batch, model.state)["momentum_contrastive_loss"], expected)
+    torch.testing.assert_close(model.heads[0](out, batch)["momentum_contrastive_loss"], expected)
 
 
 def test_kl_alignment_matches_hand_computation_and_respects_stop_gradient():
@@ -76,10 +76,10 @@ def test_kl_alignment_matches_hand_computation_and_respects_stop_gradient():
     out = outputs(model, batch)
     img_q, txt_q, _ = q.queue()
     tau = out.temperature
-    p = torch.cat([(out.image_emb * out.text_key).sum(-1, keepdim=True), out.image_emb @ txt_q.T], 1).div(tau).softmax(1)
-    r = torch.cat([(out.text_emb * out.image_key).sum(-1, keepdim=True), out.text_emb @ img_q.T], 1).div(tau).softmax(1)
+    p = torch.cat([(out.image_emb * momentum_keys(out)[1]).sum(-1, keepdim=True), out.image_emb @ txt_q.T], 1).div(tau).softmax(1)
+    r = torch.cat([(out.text_emb * momentum_keys(out)[0]).sum(-1, keepdim=True), out.text_emb @ img_q.T], 1).div(tau).softmax(1)
     expected = (p * (p.log() - r.log())).sum(1).mean()
-    loss = model.heads[0](out, batch, model.state)["kl_alignment_loss"]
+    loss = model.heads[0](out, batch)["kl_alignment_loss"]
     torch.testing.assert_close(loss, expected)
     # stop-gradient on the target (P_i2t): only the text->image side receives gradient from this loss
     image_grad = torch.autograd.grad(loss, out.image_emb, retain_graph=True, allow_unused=True)[0]
@@ -87,8 +87,8 @@ def test_kl_alignment_matches_hand_computation_and_respects_stop_gradient():
     assert image_grad is None or image_grad.abs().max() == 0
     assert text_grad.abs().max() > 0
     sym = KLAlignment(direction="symmetric", stop_grad_target=False)
-    sym.attach(model, model.state)
-    assert torch.autograd.grad(sym(out, batch, model.state)["kl_alignment_loss"], out.image_emb)[0].abs().max() > 0
+    sym.attach(model)
+    assert torch.autograd.grad(sym(out, batch)["kl_alignment_loss"], out.image_emb)[0].abs().max() > 0
 
 
 def test_mlm_masks_only_real_tokens_in_bert_proportions():
@@ -127,7 +127,7 @@ def test_token_level_heads_learn_a_fixed_batch(tmp_path, head_cls):
     losses = []
     for step in range(30):
         out = outputs(model, batch, step=step % 3)
-        loss = model.heads[0](out, batch, model.state)[f"{head_cls}_loss"]
+        loss = model.heads[0](out, batch)[f"{head_cls}_loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -141,13 +141,13 @@ def test_token_level_heads_learn_a_fixed_batch(tmp_path, head_cls):
 def test_configuration_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="needs a visual tokenizer"):
         MaskedVisionModeling()
-    with pytest.raises(ConfigError, match="has none: set model.init_args.momentum_queue"):
+    with pytest.raises(ConfigError, match="KLAlignment needs MomentumQueue training state"):
         encoder([KLAlignment()], queue=None)
-    with pytest.raises(ConfigError, match="momentum_queue"):
+    with pytest.raises(ConfigError, match="MomentumContrastive needs MomentumQueue training state: add it to model.init_args.state"):
         encoder([MomentumContrastive()], queue=None)
     with pytest.raises(ConfigError, match="vocab_size to 49409"):
         encoder([MaskedLanguageModeling()], queue=None, vocab=49408)
-    from twostream.tokenizer import VisualTokenizer
+    from twostream.methods.cots.tokenizer import VisualTokenizer
 
     VisualTokenizer(downsample=16, hidden=16, codebook_size=32, code_dim=8).save(tmp_path / "t16.pt")
     with pytest.raises(ConfigError, match=r"\(2, 2\) token grid for \(32, 32\) images, but the vision tower has a \(4, 4\)"):
@@ -157,25 +157,41 @@ def test_configuration_errors_are_clear(tmp_path):
     video = encoder([], queue=None)
     video.vision = VideoTower(video.vision, num_frames=2)
     with pytest.raises(ConfigError, match="VideoTower cannot"):
-        MaskedVisionModeling(tokenizer=str(tmp_path / "t16.pt")).attach(video, video.state)
+        MaskedVisionModeling(tokenizer=str(tmp_path / "t16.pt")).attach(video)
     with pytest.raises(FileNotFoundError, match="make tokenizer"):
         encoder([MaskedVisionModeling(tokenizer=str(tmp_path / "missing.pt"))], queue=None)
 
 
-def test_cli_refuses_a_queue_smaller_than_the_global_batch_and_a_missing_callback(tmp_path):
+def test_cli_refuses_a_queue_smaller_than_the_global_batch(tmp_path):
     from cots_utils import cots_args, cots_override
     from twostream.cli import run
 
-    override = cots_override(tmp_path, heads=[{"class_path": "twostream.objectives.MomentumContrastive"}])
+    override = cots_override(tmp_path, heads=[{"class_path": "twostream.methods.cots.MomentumContrastive"}])
     with pytest.raises(ConfigError, match=r"queue_size \(8\) is smaller than the global batch \(16 per device x 1 "
                                           r"devices x 2 accumulated = 32\)"):
-        run(["fit", *cots_args(tmp_path, override, "--model.init_args.momentum_queue.init_args.queue_size=8",
+        run(["fit", *cots_args(tmp_path, override, "--model.init_args.state.momentum.init_args.queue_size=8",
                                "--trainer.accumulate_grad_batches=2")])
-    bare = cots_override(tmp_path, heads=[{"class_path": "twostream.objectives.MomentumContrastive"}], momentum=0.9)
+
+
+def test_state_is_updated_without_a_listed_callback_and_the_old_callback_still_works(tmp_path):
+    """The encoder adds TrainingStateCallback itself; an old config's MomentumQueueCallback is
+    honoured for one release (its momentum reaches the queue) with a FutureWarning."""
     import yaml
 
-    config = yaml.safe_load(bare.read_text())
-    config["trainer"]["callbacks"] = [cb for cb in config["trainer"]["callbacks"] if "MomentumQueue" not in cb["class_path"]]
-    bare.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="no callback updates it"):
-        run(["fit", *cots_args(tmp_path, bare)])
+    from cots_utils import cots_args, cots_override
+    from twostream.callbacks import TrainingStateCallback
+    from twostream.cli import run
+
+    override = cots_override(tmp_path, heads=[{"class_path": "twostream.methods.cots.MomentumContrastive"}])
+    cli = run(["fit", *cots_args(tmp_path, override, "--test_after_fit=false", "--trainer.limit_val_batches=0")])
+    assert sum(isinstance(cb, TrainingStateCallback) for cb in cli.trainer.callbacks) == 1
+    assert int(cli.model.state["momentum"].filled) == 48  # 4 steps x 16 pairs, wrapped at 48
+    config = yaml.safe_load(override.read_text())
+    config["trainer"] = {"callbacks": [{"class_path": "twostream.callbacks.MomentumQueueCallback",
+                                        "init_args": {"momentum": 0.5}}]}
+    override.write_text(yaml.safe_dump(config))
+    with pytest.warns(FutureWarning, match="MomentumQueueCallback is deprecated"):
+        cli = run(["fit", *cots_args(tmp_path, override, "--test_after_fit=false", "--trainer.limit_val_batches=0")])
+    assert cli.model.state["momentum"].momentum == 0.5
+    assert [type(cb).__name__ for cb in cli.trainer.callbacks].count("MomentumQueueCallback") == 1
+    assert sum(isinstance(cb, TrainingStateCallback) for cb in cli.trainer.callbacks) == 1

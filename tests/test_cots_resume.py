@@ -22,8 +22,7 @@ def fit(tmp: Path, override: Path, name: str, *extra: str) -> Path:
 
 @pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path):
-    override = cots_override(tmp_path, noise_filter={"class_path": "twostream.state.AdaptiveMomentumFilter",
-                                                     "init_args": {"warmup_steps": 2, "k": 0.5}})
+    override = cots_override(tmp_path, filter={"warmup_steps": 2, "k": 0.5})
     straight = torch.load(fit(tmp_path, override, "straight", "--trainer.max_epochs=2"), weights_only=False)
     half = fit(tmp_path, override, "half", "--trainer.max_epochs=1")
     resumed = torch.load(fit(tmp_path, override, "resumed", "--trainer.max_epochs=2", f"--ckpt_path={half}"),
@@ -49,7 +48,7 @@ def test_resume_is_bit_exact(tmp_path):
 def test_gradient_accumulation_updates_state_once_per_optimizer_step(tmp_path):
     override = cots_override(tmp_path)
     ckpt = torch.load(fit(tmp_path, override, "accum", "--trainer.accumulate_grad_batches=2",
-                          "--model.init_args.momentum_queue.init_args.queue_size=1000"), weights_only=False)
+                          "--model.init_args.state.momentum.init_args.queue_size=1000"), weights_only=False)
     state = ckpt["state_dict"]
     assert ckpt["global_step"] == EPOCH_STEPS // 2
     assert int(state["state.momentum.filled"]) == 64  # every micro-batch's keys enqueued, once each
@@ -65,7 +64,7 @@ def test_queues_identical_on_both_ranks(tmp_path):
     dump.mkdir()
     cmd = [sys.executable, "-m", "twostream", "fit", *cots_args(tmp_path, override, "--test_after_fit=false",
            "--trainer.limit_val_batches=0", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=2",
-           "--model.init_args.momentum_queue.init_args.queue_size=40", "--trainer.callbacks+=state_dump.DumpState")]
+           "--model.init_args.state.momentum.init_args.queue_size=40", "--trainer.callbacks+=state_dump.DumpState")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TWOSTREAM_DUMP": str(dump),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

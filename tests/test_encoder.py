@@ -9,7 +9,7 @@ from twostream.data import SyntheticShapesDataModule
 from twostream.encoder import TwoStreamEncoder
 from twostream.optim import warmup_cosine
 from twostream.errors import ConfigError
-from twostream.objectives import InBatchContrastive
+from twostream.contrastive import InBatchContrastive
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 
 

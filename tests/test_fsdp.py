@@ -34,7 +34,7 @@ def _launch(tmp: Path, override: Path, name: str, *extra: str, test: bool = Fals
     cmd = [sys.executable, "-m", "twostream", "fit", *cots_args(
         tmp, override, f"--test_after_fit={test}", "--trainer.limit_val_batches=0", "--trainer.deterministic=true",
         "--trainer.devices=2", f"--trainer.logger.init_args.name={name}", f"--data.init_args.root={dump / 'data'}",
-        f"--model.init_args.momentum_queue.init_args.queue_size={QUEUE}",
+        f"--model.init_args.state.momentum.init_args.queue_size={QUEUE}",
         f"--model.init_args.total_steps={2 * EPOCH_STEPS}", "--trainer.callbacks+=fsdp_dump.DumpSteps", *extra)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TWOSTREAM_DUMP": str(dump),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
@@ -70,8 +70,7 @@ def _dumps(tmp: Path, name: str) -> tuple[dict, dict]:
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsdp")
     # noise filter active after 2 steps: its statistics must match across ranks and DDP/FSDP2 too
-    override = cots_override(tmp, noise_filter={"class_path": "twostream.state.AdaptiveMomentumFilter",
-                                                "init_args": {"warmup_steps": 2, "k": 0.5}})
+    override = cots_override(tmp, filter={"warmup_steps": 2, "k": 0.5})
     fsdp = ("--config", FSDP2_CPU)
     try:
         half = _launch(tmp, override, "half", *fsdp, "--trainer.max_epochs=1")

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from twostream.objectives.hard_negatives import (hard_negative_captions, load_word_groups, mix_patches,
+from twostream.methods.vldeformer.near_miss import (near_miss_captions, load_word_groups, mix_patches,
                                                  replace_words)
 
 GROUPS = {"colour": ["red", "blue", "green"], "shape": ["circle", "square", "star"], "size": ["small", "large"]}
@@ -73,7 +73,7 @@ def test_synonyms_never_replace_each_other():
 def test_no_vocabulary_words_unchanged_and_flagged():
     plain = "two objects on a dark background"
     assert replace_words(plain, GROUPS, rng=random.Random(0)) == (plain, 0)
-    out, valid = hard_negative_captions([CAPTION, plain, LONG], GROUPS, 0.3, 7, [0, 1, 2])
+    out, valid = near_miss_captions([CAPTION, plain, LONG], GROUPS, 0.3, 7, [0, 1, 2])
     assert out[1] == plain and valid.dtype == torch.bool and valid.tolist() == [True, False, True]
     assert out[0] != CAPTION and out[2] != LONG
 
@@ -82,20 +82,20 @@ def test_batched_deterministic_by_seed_and_key():
     caps = [f"a {s} {c} {sh} at the top left" for s in GROUPS["size"] for c in GROUPS["colour"]
             for sh in GROUPS["shape"]] * 4
     keys = list(range(len(caps)))
-    a, _ = hard_negative_captions(caps, GROUPS, 0.3, 5, keys)
-    b, _ = hard_negative_captions(caps, GROUPS, 0.3, 5, keys)
+    a, _ = near_miss_captions(caps, GROUPS, 0.3, 5, keys)
+    b, _ = near_miss_captions(caps, GROUPS, 0.3, 5, keys)
     assert a == b
     # per-caption result depends only on (seed, key): reordering the batch reorders the output
-    rev, _ = hard_negative_captions(caps[::-1], GROUPS, 0.3, 5, keys[::-1])
+    rev, _ = near_miss_captions(caps[::-1], GROUPS, 0.3, 5, keys[::-1])
     assert rev[::-1] == a
-    single, _ = hard_negative_captions([caps[10]], load_word_groups(GROUPS), 0.3, 5, [10])
+    single, _ = near_miss_captions([caps[10]], load_word_groups(GROUPS), 0.3, 5, [10])
     assert single == [a[10]]
-    other_keys, _ = hard_negative_captions(caps, GROUPS, 0.3, 5, [k + 1000 for k in keys])
-    other_seed, _ = hard_negative_captions(caps, GROUPS, 0.3, 6, keys)
+    other_keys, _ = near_miss_captions(caps, GROUPS, 0.3, 5, [k + 1000 for k in keys])
+    other_seed, _ = near_miss_captions(caps, GROUPS, 0.3, 6, keys)
     assert sum(x != y for x, y in zip(a, other_keys)) > len(caps) // 3
     assert sum(x != y for x, y in zip(a, other_seed)) > len(caps) // 3
     with pytest.raises(ValueError, match="one key per caption"):
-        hard_negative_captions(caps, GROUPS, 0.3, 5, keys[:-1])
+        near_miss_captions(caps, GROUPS, 0.3, 5, keys[:-1])
 
 
 def test_load_word_groups_sources(tmp_path):

@@ -4,17 +4,27 @@ import copy
 import pytest
 import torch
 
-from twostream.callbacks import MomentumQueueCallback
+from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
-from twostream.state import AdaptiveMomentumFilter, MomentumQueue, ema_update_
+from twostream.methods.cots import AdaptiveMomentumFilter, MomentumQueue, ema_update_
+
+
+class Holder(torch.nn.Module):
+    """The part of an encoder a MomentumQueue copies: its encoding modules (here: no shared neck)."""
+
+    encoding_modules = TwoStreamEncoder.encoding_modules
+    copy_encoding_modules = TwoStreamEncoder.copy_encoding_modules
+
+    def __init__(self, make, dim: int):
+        super().__init__()
+        for name in ("vision", "text", "image_proj", "text_proj"):
+            setattr(self, name, make())
+        self.shared, self.embed_dim = None, dim
 
 
 def built_queue(size: int, dim: int = 4) -> MomentumQueue:
-    holder = torch.nn.Module()
-    for name in ("vision", "text", "image_proj", "text_proj"):
-        setattr(holder, name, torch.nn.Linear(3, 3))
     q = MomentumQueue(queue_size=size)
-    q.build(holder, dim)
+    q.build(Holder(lambda: torch.nn.Linear(3, 3), dim))
     return q
 
 
@@ -58,11 +68,9 @@ def test_ema_matches_per_parameter_formula():
 
 
 def test_momentum_update_moves_every_momentum_parameter_towards_online():
-    holder = torch.nn.Module()
-    for name in ("vision", "text", "image_proj", "text_proj"):
-        setattr(holder, name, torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)))
+    holder = Holder(lambda: torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)), 3)
     q = MomentumQueue(8)
-    q.build(holder, 3)
+    q.build(holder)
     before = copy.deepcopy(q.state_dict())
     with torch.no_grad():
         for p in holder.parameters():
@@ -75,30 +83,30 @@ def test_momentum_update_moves_every_momentum_parameter_towards_online():
         torch.testing.assert_close(new, old + 0.25)  # 0.75 * old + 0.25 * (old + 1)
 
 
-def test_callback_rejects_momentum_outside_unit_interval():
+def test_queue_rejects_momentum_outside_unit_interval():
     for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(ConfigError, match="expected a value in \\[0, 1\\)"):
-            MomentumQueueCallback(momentum=bad)
+        with pytest.raises(ConfigError, match="MomentumQueue.momentum: expected a value in \\[0, 1\\)"):
+            MomentumQueue(momentum=bad)
     with pytest.raises(ConfigError, match="final_momentum"):
-        MomentumQueueCallback(final_momentum=1.0)
+        MomentumQueue(final_momentum=1.0)
 
 
 def test_momentum_schedule_cosine_from_start_to_end():
-    cb = MomentumQueueCallback(momentum=0.99, final_momentum=0.999)
+    cb = MomentumQueue(momentum=0.99, final_momentum=0.999)
     assert cb.momentum_at(0, 100) == pytest.approx(0.99)
     assert cb.momentum_at(50, 100) == pytest.approx(0.9945)
     assert cb.momentum_at(100, 100) == pytest.approx(0.999)
-    assert MomentumQueueCallback(momentum=0.9).momentum_at(40, 100) == 0.9
+    assert MomentumQueue(momentum=0.9).momentum_at(40, 100) == 0.9
 
 
 def test_filter_keeps_everything_during_warmup_then_drops_low_pairs():
     f = AdaptiveMomentumFilter(k=1.0, momentum=0.5, warmup_steps=2)
     sims = torch.tensor([0.1, 0.5, 0.5, 0.9])
     assert f.keep_mask(sims).tolist() == [1, 1, 1, 1]
-    f.update(sims)  # first update initialises: mean 0.5, var 0.08
+    f.update_statistics(sims)  # first update initialises: mean 0.5, var 0.08
     assert float(f.mean) == pytest.approx(0.5) and float(f.var) == pytest.approx(0.08)
     assert f.keep_mask(torch.tensor([0.0])).item() == 1.0  # still warming up
-    f.update(torch.tensor([0.7, 0.7, 0.7, 0.7]))  # EMA: mean 0.6, var 0.04
+    f.update_statistics(torch.tensor([0.7, 0.7, 0.7, 0.7]))  # EMA: mean 0.6, var 0.04
     assert float(f.mean) == pytest.approx(0.6) and float(f.var) == pytest.approx(0.04)
     assert f.keep_mask(torch.tensor([0.39, 0.41, 0.9])).tolist() == [0.0, 1.0, 1.0]  # threshold 0.6 - 0.2
 

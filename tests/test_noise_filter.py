@@ -14,13 +14,12 @@ def test_filter_drops_shuffled_pairs_far_more_often_than_clean_ones(tmp_path):
     # (counts, backgrounds) within the run, but not v2's specific ones (all attributes bound), and a
     # filter can only separate shuffled pairs once the similarities mean something (measured: v2
     # dropped 7.8 % of shuffled vs 8.7 % of clean pairs; v1 10.9 % vs 0.3 %).
-    override = cots_override(tmp_path, heads=[{"class_path": "twostream.objectives.InBatchContrastive"}], momentum=0.9,
+    override = cots_override(tmp_path, heads=[{"class_path": "twostream.contrastive.InBatchContrastive"}], momentum=0.9,
                              stem="patch",
-                             lr=3e-3, noise_filter={"class_path": "twostream.state.AdaptiveMomentumFilter",
-                                                    "init_args": {"warmup_steps": 150, "k": 1.5, "momentum": 0.9}})
+                             lr=3e-3, filter={"warmup_steps": 150, "k": 1.5, "momentum": 0.9})
     cli = run(["fit", *cots_args(tmp_path, override, "--data.init_args.caption_noise=0.2", "--test_after_fit=false", "--data.init_args.specific_captions=false",
                                  "--trainer.limit_val_batches=0", "--trainer.max_epochs=24",
-                                 "--model.init_args.momentum_queue.init_args.queue_size=256",
+                                 "--model.init_args.state.momentum.init_args.queue_size=256",
                                  "--trainer.callbacks+=state_dump.FilterAudit", num_train=1024, batch_size=64)])
     audit = next(cb for cb in cli.trainer.callbacks if isinstance(cb, FilterAudit))
     noisy_rate = audit.dropped[True] / audit.seen[True]

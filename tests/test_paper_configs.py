@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from twostream.cli import run
-from twostream.objectives.hard_negatives import load_word_groups
+from twostream.methods.vldeformer.near_miss import load_word_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN, FINETUNE = ROOT / "experiments" / "pretrain", ROOT / "experiments" / "finetune"
@@ -24,18 +24,17 @@ WORDS = PRETRAIN / "vldeformer_words.txt"
 T = "twostream."
 TWO_STREAM = [T + "encoder.TwoStreamEncoder", T + "towers.OpenCLIPVisionTower", T + "towers.HFTextTower",
               T + "data.WebDatasetDataModule"]
+COTS, COOKIE, VLD = T + "methods.cots.", T + "methods.cookie.", T + "methods.vldeformer."
 EXPECTED = {
-    "clip_cc3m.yaml": TWO_STREAM + [T + "objectives.InBatchContrastive"],
-    "cots_cc3m.yaml": TWO_STREAM + [T + "state.MomentumQueue", T + "state.AdaptiveMomentumFilter",
-                                    T + "objectives.MomentumContrastive", T + "objectives.MaskedLanguageModeling",
-                                    T + "objectives.MaskedVisionModeling", T + "objectives.KLAlignment",
-                                    T + "callbacks.MomentumQueueCallback"],
-    "cookie_cc3m.yaml": TWO_STREAM + [T + "towers.SharedTransformer", T + "objectives.InBatchContrastive",
-                                      T + "objectives.VisualKnowledgeSharing", T + "objectives.TextualKnowledgeSharing"],
-    "single_stream_cc3m.yaml": [T + "single_stream.SingleStreamModel", T + "single_stream.VLTransformer",
-                                T + "data.WebDatasetDataModule"],
-    "vldeformer_cc3m.yaml": [T + "single_stream.DecomposedEncoder", T + "single_stream.VLTransformer",
-                             T + "objectives.BimodalHardNegatives", T + "data.WebDatasetDataModule"],
+    "clip_cc3m.yaml": TWO_STREAM + [T + "contrastive.InBatchContrastive"],
+    "cots_cc3m.yaml": TWO_STREAM + [COTS + "MomentumQueue", COTS + "AdaptiveMomentumFilter",
+                                    COTS + "MomentumContrastive", COTS + "MaskedLanguageModeling",
+                                    COTS + "MaskedVisionModeling", COTS + "KLAlignment"],
+    "cookie_cc3m.yaml": TWO_STREAM + [COOKIE + "SharedTransformer", T + "contrastive.InBatchContrastive",
+                                      COOKIE + "VisualKnowledgeSharing", COOKIE + "TextualKnowledgeSharing"],
+    "single_stream_cc3m.yaml": [VLD + "SingleStreamModel", VLD + "VLTransformer", T + "data.WebDatasetDataModule"],
+    "vldeformer_cc3m.yaml": [VLD + "DecomposedEncoder", VLD + "VLTransformer", VLD + "BimodalHardNegatives",
+                             T + "data.WebDatasetDataModule"],
 }
 FINETUNE_EXPECTED = {
     "coco.yaml": [T + "encoder.TwoStreamEncoder", T + "towers.OpenCLIPVisionTower", T + "towers.OpenCLIPTextTower",
@@ -43,7 +42,7 @@ FINETUNE_EXPECTED = {
     "flickr30k.yaml": [T + "encoder.TwoStreamEncoder", T + "towers.OpenCLIPVisionTower", T + "towers.OpenCLIPTextTower",
                        T + "data.Flickr30kDataModule"],
     "msrvtt.yaml": [T + "encoder.TwoStreamEncoder", T + "towers.VideoTower", T + "towers.OpenCLIPVisionTower",
-                    T + "towers.OpenCLIPTextTower", T + "data.msrvtt.MSRVTTDataModule"],
+                    T + "towers.OpenCLIPTextTower", T + "data.MSRVTTDataModule"],
 }
 CONFIGS = [PRETRAIN / name for name in EXPECTED] + [FINETUNE / name for name in FINETUNE_EXPECTED]
 
@@ -90,7 +89,7 @@ def test_cc3m_configs_gpu_scale_and_documented(name, capsys):
 
 def test_cots_and_vldeformer_hyperparameters(capsys):
     cots = print_config(PRETRAIN / "cots_cc3m.yaml", capsys)[1]["model"]["init_args"]
-    assert cots["embed_dim"] == 256 and cots["momentum_queue"]["init_args"]["queue_size"] == 65536
+    assert cots["embed_dim"] == 256 and cots["state"]["momentum"]["init_args"]["queue_size"] == 65536
     vld = print_config(PRETRAIN / "vldeformer_cc3m.yaml", capsys)[1]
     model = vld["model"]["init_args"]
     assert (model["temperature"], model["lr"], model["warmup_steps"], model["weight_decay"]) == (0.005, 7.5e-6, 200, 0.05)
@@ -113,4 +112,4 @@ def test_entry_point_print_config_subprocess():
     out = subprocess.run([sys.executable, "-m", "twostream", "fit", "--config", str(PRETRAIN / "vldeformer_cc3m.yaml"),
                           "--print_config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "twostream.single_stream.DecomposedEncoder" in out.stdout
+    assert "twostream.methods.vldeformer.DecomposedEncoder" in out.stdout

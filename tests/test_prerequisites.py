@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from twostream import config_files
 from twostream import prerequisites as prq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +93,8 @@ def fake_dir(tmp_path_factory):
     yield d
     sys.path.remove(str(d))
     sys.modules.pop(FAKE, None)
-    for key in [k for k in prq._CLASSES if k.startswith(FAKE) or "." not in k]:
-        prq._CLASSES.pop(key)
+    for key in [k for k in config_files._CLASSES if k.startswith(FAKE) or "." not in k]:
+        config_files._CLASSES.pop(key)
 
 
 @pytest.fixture
@@ -238,7 +239,7 @@ def test_short_class_names_resolve_through_the_cli_imports(work, monkeypatch):
     registry = work / "fake_registry_mod.py"
     registry.write_text(f"import {FAKE}  # noqa: F401\n")
     monkeypatch.syspath_prepend(str(work))
-    monkeypatch.setattr(prq, "SHORT_NAME_MODULE", "fake_registry_mod")
+    monkeypatch.setattr(config_files, "SHORT_NAME_MODULE", "fake_registry_mod")
     cfg = write(work / "c.yaml", {"model": {"class_path": f"{FAKE}.Model", "init_args": {"heads": [{"class_path": "TokenizerHead"}]}}})
     assert [m.path for m in prq.missing_prerequisites(cfg)] == ["fake/tok.pt"]
     cfg = write(work / "d.yaml", {"model": {"class_path": "NoSuchClassAnywhere"}})

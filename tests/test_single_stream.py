@@ -4,8 +4,8 @@ import torch
 
 from twostream.errors import ConfigError
 from twostream.metrics import recall_from_scores
-from twostream.single_stream import SingleStreamModel, VLTransformer
-from twostream.single_stream.scoring import full_scores, rerank_scores
+from twostream.methods.vldeformer import SingleStreamModel, VLTransformer
+from twostream.methods.vldeformer.scoring import full_scores, rerank_scores
 
 CONFIG = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
           "image_size": 32, "patch_size": 8, "max_position_embeddings": 16}
@@ -68,7 +68,7 @@ def test_itm_and_mlm_learn_a_fixed_batch(mlm_weight):
 
 
 def test_negatives_are_never_the_positive_and_hard_ones_stay_in_their_pool():
-    model = SingleStreamModel(transformer(), hard_negatives=True, mining_pool=4).eval()
+    model = SingleStreamModel(transformer(), itm_negatives="mined", mining_pool=4).eval()
     b = batch(model, n=8)
     for seed in range(5):
         neg_t, neg_i = model._negatives(b["input_ids"], b["attention_mask"], b["image"], torch.Generator().manual_seed(seed))

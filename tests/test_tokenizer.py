@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from twostream.data import CLIP_MEAN, CLIP_STD
-from twostream.tokenizer import VectorQuantizer, VisualTokenizer, VisualTokenizerTrainer
+from twostream.methods.cots.tokenizer import VectorQuantizer, VisualTokenizer, VisualTokenizerTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "experiments" / "tokenizer" / "vqvae.yaml")

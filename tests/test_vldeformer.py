@@ -8,8 +8,7 @@ import yaml
 
 from twostream.cli import run
 from twostream.errors import ConfigError
-from twostream.objectives import BimodalHardNegatives
-from twostream.single_stream import DecomposedEncoder, SingleStreamModel, VLTransformer
+from twostream.methods.vldeformer import BimodalHardNegatives, DecomposedEncoder, SingleStreamModel, VLTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
@@ -33,15 +32,15 @@ def train_batch(model, n=8):
     return model.on_before_batch_transfer(b, 0)
 
 
-def test_hard_negative_captions_are_tokenized_and_flagged():
+def test_near_miss_captions_are_tokenized_and_flagged():
     model = decomposed()
     b = train_batch(model)
-    assert b["hard_negative_input_ids"].shape == b["input_ids"].shape
-    assert b["hard_negative_valid"].tolist() == [True] * 7 + [False]  # the last caption has no vocabulary word
-    changed = (b["hard_negative_input_ids"] != b["input_ids"]).any(1)
+    assert b["near_miss_input_ids"].shape == b["input_ids"].shape
+    assert b["near_miss_valid"].tolist() == [True] * 7 + [False]  # the last caption has no vocabulary word
+    changed = (b["near_miss_input_ids"] != b["input_ids"]).any(1)
     assert changed.tolist() == [True] * 7 + [False]
     off = decomposed(caption_negatives=False)
-    assert "hard_negative_input_ids" not in train_batch(off)
+    assert "near_miss_input_ids" not in train_batch(off)
 
 
 def test_hard_negatives_enter_the_softmax_and_the_loss_learns():
@@ -51,8 +50,8 @@ def test_hard_negatives_enter_the_softmax_and_the_loss_learns():
     plain.load_state_dict(model.state_dict())
     out = model(b)
     out.generator = torch.Generator().manual_seed(0)
-    with_neg = model.heads[0](out, b, model.state)["decomposition_loss"]
-    without = plain.heads[0](out, b, plain.state)["decomposition_loss"]
+    with_neg = model.heads[0](out, b)["decomposition_loss"]
+    without = plain.heads[0](out, b)["decomposition_loss"]
     assert with_neg > without  # extra negatives only add mass to the softmax denominators
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
@@ -82,7 +81,7 @@ def test_decomposition_starts_from_the_single_stream_weights(tmp_path):
 
 
 def _tiny(tmp_path: Path, name: str, model: dict, ckpt_dir: Path) -> Path:
-    transformer = {"class_path": "twostream.single_stream.VLTransformer",
+    transformer = {"class_path": "twostream.methods.vldeformer.VLTransformer",
                    "init_args": {"config": CONFIG, "context_length": 16}}
     cfg = {"model": {"init_args": {"transformer": transformer, "warmup_steps": 2, **model}},
            "trainer": {"callbacks": [

@@ -4,7 +4,7 @@
     python experiments/benchmarks/cots_step.py --smoke    # tiny sizes, ~20 s (tests)
 
 (a) Momentum (EMA) update over a ViT-B/16 (open_clip, random init) + BERT-base (``BertModel(BertConfig())``)
-    parameter set and its deepcopy: ``twostream.state.ema_update_`` (one ``torch._foreach_lerp_``) vs the
+    parameter set and its deepcopy: ``twostream.methods.cots.ema_update_`` (one ``torch._foreach_lerp_``) vs the
     ALBEF-style loop ``pm.data = pm.data * m + p.data * (1 - m)`` on the same tensors, plus two rows that
     split the cost (``_foreach_mul_`` + ``_foreach_add_``; an in-place per-parameter loop). Why: the EMA
     touches every weight every step, and the ALBEF loop allocates three temporaries per tensor.
@@ -33,11 +33,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from twostream.callbacks import MomentumQueueCallback
+from twostream.callbacks import TrainingStateCallback
 from twostream.encoder import TwoStreamEncoder
-from twostream.objectives import KLAlignment, MaskedLanguageModeling, MaskedVisionModeling, MomentumContrastive
-from twostream.state import AdaptiveMomentumFilter, MomentumQueue, ema_update_
-from twostream.tokenizer import VisualTokenizer
+from twostream.methods.cots import (AdaptiveMomentumFilter, KLAlignment, MaskedLanguageModeling, MaskedVisionModeling,
+                                    MomentumContrastive, MomentumQueue, ema_update_)
+from twostream.methods.cots.tokenizer import VisualTokenizer
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
 from report import command, machine, write_report  # noqa: E402
@@ -155,8 +155,8 @@ def build_model(s: dict, tokenizer: str, total_steps: int, cls: type = TwoStream
              MaskedVisionModeling(tokenizer=tokenizer, weight=1.0, mask_ratio=0.4, masking="block"),
              KLAlignment(weight=1.0, direction="i2t_t2i", stop_grad_target=True)]
     return cls(vision, text, heads=heads, embed_dim=s["embed"], temperature=0.07, lr=1e-3, weight_decay=0.1,
-               warmup_steps=100, total_steps=total_steps, momentum_queue=MomentumQueue(queue_size=2048),
-               noise_filter=AdaptiveMomentumFilter(k=2.0, momentum=0.99, warmup_steps=300))
+               warmup_steps=100, total_steps=total_steps, state={"momentum": MomentumQueue(queue_size=2048, momentum=MOMENTUM),
+                                                        "filter": AdaptiveMomentumFilter(k=2.0, momentum=0.99, warmup_steps=300)})
 
 
 def make_batches(s: dict, n: int) -> list[dict]:
@@ -169,7 +169,7 @@ def make_batches(s: dict, n: int) -> list[dict]:
 
 
 def bare_run(s: dict, tokenizer: str, batches: list[dict]) -> tuple[dict[str, list[float]], TwoStreamEncoder]:
-    """training_step + optimizer/scheduler step + MomentumQueueCallback.flush by hand; seconds per part."""
+    """training_step + optimizer/scheduler step + TrainingStateCallback.flush by hand; seconds per part."""
     model = build_model(s, tokenizer, total_steps=len(batches), cls=_BareEncoder).train()
     cfg = model.configure_optimizers()
     opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
@@ -183,7 +183,7 @@ def bare_run(s: dict, tokenizer: str, batches: list[dict]) -> tuple[dict[str, li
         model.steps_done = i
         out.generator = model.step_generator(i)
         k0 = time.perf_counter()
-        carry = model._momentum_and_filter(out, batch)
+        carry = model.annotate(out, batch)
         k1 = time.perf_counter()
         loss, _ = model.objective(out, batch)
         loss.backward()
@@ -195,8 +195,8 @@ def bare_run(s: dict, tokenizer: str, batches: list[dict]) -> tuple[dict[str, li
             e0 = time.perf_counter()
             queue.momentum_update(model, MOMENTUM)
             e1 = time.perf_counter()
-            filt.update(carry["similarity"])
-            keep = carry["keep"].bool()
+            filt.update_statistics(carry["similarity"])
+            keep = carry["pair_weight"].bool()
             queue.enqueue(carry["image_key"][keep], carry["text_key"][keep], carry["ids"][keep])
         t1 = time.perf_counter()
         for key, value in (("step", t1 - t0), ("keys", k1 - k0), ("ema", e1 - e0), ("enqueue_filter", t1 - e1)):
@@ -205,7 +205,7 @@ def bare_run(s: dict, tokenizer: str, batches: list[dict]) -> tuple[dict[str, li
 
 
 class _EndTimes(L.Callback):
-    """Wall-clock time at the end of every training batch (listed after MomentumQueueCallback: after its flush)."""
+    """Wall-clock time at the end of every training batch (listed after TrainingStateCallback: after its flush)."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
@@ -219,7 +219,7 @@ def lightning_run(s: dict, tokenizer: str, batches: list[dict]) -> tuple[list[fl
     model, timer = build_model(s, tokenizer, total_steps=len(batches)), _EndTimes()
     trainer = L.Trainer(max_steps=len(batches), accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[MomentumQueueCallback(momentum=MOMENTUM), timer])
+                        callbacks=[TrainingStateCallback(), timer])
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     return [b - a for a, b in zip(timer.ends, timer.ends[1:])], model
 

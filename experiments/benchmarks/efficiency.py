@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from twostream.encoder import TwoStreamEncoder
-from twostream.single_stream import DecomposedEncoder, SingleStreamModel, VLTransformer
-from twostream.single_stream.scoring import score_pairs
+from twostream.methods.vldeformer import DecomposedEncoder, SingleStreamModel, VLTransformer
+from twostream.methods.vldeformer.scoring import score_pairs
 from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, for report.py
 from report import command, machine, write_report  # noqa: E402

@@ -17,7 +17,7 @@ the device (no data loading, no host-to-device copy of images).
 
 One step = forward (online towers, momentum keys, filter, four heads incl. the MLM/MVM re-encodes) and
 loss in bf16 autocast (fp32 weights), backward, AdamW + LR schedule, temperature clamp, then what
-MomentumQueueCallback does: EMA of the momentum towers, filter statistics, enqueue. The first step of each
+TrainingStateCallback does: EMA of the momentum towers, filter statistics, enqueue. The first step of each
 setting runs under ``torch.utils.flop_counter.FlopCounterMode`` (counting, untimed), then ``--warmup``
 untimed steps, then ``--steps`` timed ones, each ended by ``torch.cuda.synchronize()``.
 
@@ -72,9 +72,9 @@ def bert_tokenizer_dir(vocab: int, root: str) -> str:
 
 def build_model(s: dict, context: int, queue_size: int, tmp: str, device: torch.device):
     from twostream.encoder import TwoStreamEncoder
-    from twostream.objectives import KLAlignment, MaskedLanguageModeling, MaskedVisionModeling, MomentumContrastive
-    from twostream.state import AdaptiveMomentumFilter, MomentumQueue
-    from twostream.tokenizer import VisualTokenizer
+    from twostream.methods.cots import (AdaptiveMomentumFilter, KLAlignment, MaskedLanguageModeling,
+                                        MaskedVisionModeling, MomentumContrastive, MomentumQueue)
+    from twostream.methods.cots.tokenizer import VisualTokenizer
     from twostream.towers import HFTextTower, OpenCLIPVisionTower
 
     torch.manual_seed(0)
@@ -92,8 +92,8 @@ def build_model(s: dict, context: int, queue_size: int, tmp: str, device: torch.
              KLAlignment(weight=1.0, direction="i2t_t2i", stop_grad_target=True)]
     model = TwoStreamEncoder(vision, text, heads=heads, embed_dim=s["embed"], temperature=0.07, lr=1e-3,
                              weight_decay=0.1, warmup_steps=100, total_steps=10_000,
-                             momentum_queue=MomentumQueue(queue_size=queue_size),
-                             noise_filter=AdaptiveMomentumFilter(k=2.0, momentum=0.99, warmup_steps=0))
+                             state={"momentum": MomentumQueue(queue_size=queue_size, momentum=MOMENTUM),
+                                    "filter": AdaptiveMomentumFilter(k=2.0, momentum=0.99, warmup_steps=0)})
     model = model.to(device).train()
     q = model.state["momentum"]
     with torch.no_grad():  # a full queue: every step pays for queue_size negatives, as in steady state
@@ -134,13 +134,13 @@ class Stepper:
         self.min_log_t = float(torch.tensor(model.hparams.min_temperature).log())
 
     def __call__(self, batch: dict, count: bool = False) -> tuple[int, int]:
-        m, queue, filt = self.model, self.model.state["momentum"], self.model.state["filter"]
+        m = self.model
         fwd, bwd = (flop_counter(), flop_counter()) if count else (contextlib.nullcontext(), contextlib.nullcontext())
         batch = dict(batch, image_index=batch["image_index"] + self.i * len(batch["image_index"]))
         with fwd, torch.autocast(self.device.type, dtype=torch.bfloat16):
             out = m(batch)
             out.generator = m.step_generator(self.i)
-            carry = m._momentum_and_filter(out, batch)
+            carry = m.annotate(out, batch)
             loss, _ = m.objective(out, batch)
         with bwd:
             loss.backward()
@@ -149,10 +149,8 @@ class Stepper:
         self.sched.step()
         with torch.no_grad():
             m.log_temperature.clamp_(min=self.min_log_t)
-            queue.momentum_update(m, MOMENTUM)
-            filt.update(carry["similarity"])
-            keep = carry["keep"].bool()
-            queue.enqueue(carry["image_key"][keep], carry["text_key"][keep], carry["ids"][keep])
+            for state in m.state.values():  # what TrainingStateCallback does after the optimizer step
+                state.update(carry, self.i, 10_000)
         self.i += 1
         return (fwd.get_total_flops(), bwd.get_total_flops()) if count else (0, 0)
 

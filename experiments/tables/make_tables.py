@@ -60,7 +60,7 @@ def fast_stand_ins(workdir: Path) -> dict[str, Path]:
     """Untrained tokenizer and teacher files, and head overrides that point the configs at them."""
     import torch
 
-    from twostream.tokenizer import VisualTokenizer
+    from twostream.methods.cots.tokenizer import VisualTokenizer
     from twostream.towers import OpenCLIPTextTower, OpenCLIPVisionTower
 
     tok = workdir / "stand_ins" / "tokenizer.pt"

@@ -10,10 +10,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TwoStreamEncoder": "twostream.encoder",
-    "EncoderOutput": "twostream.encoder",
+    "EncoderOutput": "twostream.heads",
+    "TrainingState": "twostream.heads",
     "RetrievalRecall": "twostream.metrics",
-    "LossHead": "twostream.objectives",
-    "InBatchContrastive": "twostream.objectives",
+    "LossHead": "twostream.heads",
+    "InBatchContrastive": "twostream.contrastive",
     "OpenCLIPVisionTower": "twostream.towers",
     "OpenCLIPTextTower": "twostream.towers",
     "HFTextTower": "twostream.towers",

@@ -15,16 +15,28 @@ FINETUNE_HINT = "for `make finetune`, run `make pretrain` first; it writes runs/
 
 
 def read_state_dict(path: str | Path, what: str = "init_from:", missing_hint: str = FINETUNE_HINT) -> dict[str, torch.Tensor]:
-    """The model weights of a Lightning ``.ckpt`` (its ``state_dict``) or of a plain state-dict file;
-    errors name the setting (``what``) and, for a missing file, what writes it (``missing_hint``)."""
+    """The weights of a Lightning ``.ckpt`` (its ``state_dict``), a plain state-dict file, or a
+    ``.safetensors`` file, as one flat dict (a DDP ``module.`` prefix dropped). The one reader of
+    weights in the project; pickles load with ``weights_only=True`` (tensors and plain containers
+    only: a checkpoint cannot run code). Errors name the setting (``what``) and, for a missing file,
+    what writes it (``missing_hint``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist ({missing_hint})")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        blob = load_file(str(path))
+    else:
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - not a torch file, or one holding arbitrary objects
+            raise ConfigError(f"{what} {path} is not a checkpoint torch can load safely ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]})") from err
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{what} {path} holds neither a Lightning checkpoint nor a state dict")
-    return state
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def _source_key(key: str, source: dict[str, torch.Tensor]) -> str | None:
@@ -63,16 +75,18 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
     return {"loaded": len(loaded), "missing": len(missing)}
 
 
-def load_prefixed(module: nn.Module, path: str | Path, prefix: str, what: str, target: str, hint: str,
-                  missing_hint: str) -> int:
-    """Copy the ``prefix``-ed tensors of a checkpoint into ``module``; every key of ``module`` must be
-    there with its shape (a frozen teacher or a decomposed transformer that silently kept random weights
-    would make the run meaningless). Errors start with ``what`` and ``path`` and end with ``hint``
-    (``missing_hint``, for a missing file: what writes it)."""
-    state = read_state_dict(path, what, missing_hint)
-    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def load_prefixed(module: nn.Module, source: str | Path | dict[str, torch.Tensor], prefix: str, *, what: str,
+                  target: str, hint: str, missing_hint: str = FINETUNE_HINT, exclude: tuple[str, ...] = ()) -> int:
+    """Copy the ``prefix``-ed tensors (except keys starting with one of ``exclude``) of a checkpoint
+    (a path, or a state dict already read) into ``module``, prefix stripped. Every key of ``module``
+    must be there with its shape: a frozen teacher, a decomposed transformer or a pretrained tower
+    that silently kept random weights would make the run meaningless. Errors start with ``what``
+    and the source and end with ``hint``; returns the number of tensors loaded."""
+    name = "the weights" if isinstance(source, dict) else str(source)
+    state = source if isinstance(source, dict) else read_state_dict(source, what, missing_hint)
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith(exclude)}
     if not picked:
-        raise ConfigError(f"{what} {path} has no {prefix}* tensors (keys start with "
+        raise ConfigError(f"{what} {name} has no {prefix}* tensors (keys start with "
                           f"{sorted({k.split('.')[0] for k in state})}); {hint}")
     own = module.state_dict()
     missing = sorted(set(own) - set(picked))
@@ -80,7 +94,7 @@ def load_prefixed(module: nn.Module, path: str | Path, prefix: str, what: str, t
            for k, v in own.items() if k in picked and picked[k].shape != v.shape]
     if missing or bad:
         detail = bad[0] if bad else f"missing {missing[0]}"
-        raise ConfigError(f"{what} {path} does not fit the {target} ({len(missing)} missing, {len(bad)} shapes "
+        raise ConfigError(f"{what} {name} does not fit the {target} ({len(missing)} missing, {len(bad)} shapes "
                           f"differ, e.g. {detail}); {hint}")
     module.load_state_dict({k: picked[k] for k in own})
     return len(own)

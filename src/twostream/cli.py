@@ -21,12 +21,13 @@ warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfe
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 # Imported so configs may name these classes by their short name (``class_path: InBatchContrastive``).
 import twostream.callbacks  # noqa: E402,F401
+import twostream.contrastive  # noqa: E402,F401
 import twostream.data  # noqa: E402,F401
 import twostream.encoder  # noqa: E402,F401
-import twostream.objectives  # noqa: E402,F401
-import twostream.single_stream  # noqa: E402,F401
-import twostream.state  # noqa: E402,F401
-import twostream.tokenizer  # noqa: E402,F401
+import twostream.methods.cookie  # noqa: E402,F401
+import twostream.methods.cots  # noqa: E402,F401
+import twostream.methods.cots.tokenizer  # noqa: E402,F401
+import twostream.methods.vldeformer  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
 from twostream.config_hints import HintingArgumentParser  # noqa: E402
 
@@ -35,6 +36,12 @@ class TwoStreamCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="evaluate the test split with the final weights after fit")
+        # values that must agree in two places are given once: the images the data yields are the
+        # images the vision tower is built for; the towers' output size is the shared embedding size
+        # (links whose target the chosen class lacks, e.g. HFTextTower's embed_dim, are skipped)
+        parser.link_arguments("data.init_args.image_size", "model.init_args.vision.init_args.image_size")
+        parser.link_arguments("model.init_args.embed_dim", "model.init_args.vision.init_args.embed_dim")
+        parser.link_arguments("model.init_args.embed_dim", "model.init_args.text.init_args.embed_dim")
 
     def _parse_ckpt_path(self) -> None:
         """Keep the config as given. Lightning would overwrite it with the hyperparameters stored in

@@ -43,12 +43,11 @@ def known_classes() -> dict[str, list[str]]:
     """Configurable classes by role (short names work as ``class_path`` in configs)."""
     import lightning as L
 
-    import twostream.data  # noqa: F401  (import so subclasses are registered)
-    import twostream.encoder  # noqa: F401
+    import twostream.cli  # noqa: F401  (imports every configurable module, so subclasses are registered)
     from twostream import towers
-    from twostream.objectives.base import LossHead
+    from twostream.heads import LossHead, TrainingState
 
-    return {"objectives (heads)": _subclasses(LossHead),
+    return {"objectives (heads)": _subclasses(LossHead), "training state": _subclasses(TrainingState),
             "towers": [n for n in towers.__all__ if n != "TowerOutput"],
             "models": _subclasses(L.LightningModule),
             "datamodules": _subclasses(L.LightningDataModule)}

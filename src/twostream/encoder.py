@@ -1,49 +1,31 @@
-"""TwoStreamEncoder: two towers, a shared embedding space, and a list of objectives.
+"""TwoStreamEncoder: two towers, a shared embedding space, training state and a list of objectives.
 
-The module wires plain ``nn.Module``s (towers, heads, state) to optimisation and logging; it holds
-no objective-specific logic. Which objectives run is configuration: adding one is a new head file
-plus a YAML entry, never a change here.
+The module wires plain ``nn.Module``s (towers, an optional shared neck, training states, heads) to
+optimisation and logging; it knows no method. Which objectives and states run is configuration:
+adding one is a new file plus a YAML entry, never a change here (contract: ``twostream.heads``).
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import math
-import os
-from dataclasses import dataclass
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import nn
 
+from twostream import seeding
+from twostream.contrastive import InBatchContrastive
 from twostream.errors import ConfigError
+from twostream.evaluation import RetrievalEvaluation
+from twostream.heads import EncoderOutput, LossHead, S, TrainingState
 from twostream.metrics import RetrievalRecall
-from twostream.objectives.base import LossHead
-from twostream.objectives.in_batch_contrastive import InBatchContrastive
 from twostream.optim import adamw_warmup_cosine
-from twostream.state import AdaptiveMomentumFilter, MomentumQueue
 from twostream.towers.base import TowerOutput
-
-
-@dataclass
-class EncoderOutput:
-    """What heads read. Embeddings are L2-normalised; ``None`` where the batch lacks that modality.
-
-    Training adds: momentum keys of this batch (with a momentum queue), the filter's 0/1 pair
-    weights ``keep`` and the pair similarities it judged, and ``generator``, the step's seeded
-    CPU generator every random mask is drawn from (so masks survive a resume exactly)."""
-
-    image_emb: torch.Tensor | None
-    text_emb: torch.Tensor | None
-    image: TowerOutput | None
-    text: TowerOutput | None
-    temperature: torch.Tensor
-    image_key: torch.Tensor | None = None
-    text_key: torch.Tensor | None = None
-    keep: torch.Tensor | None = None
-    similarity: torch.Tensor | None = None
-    generator: torch.Generator | None = None
-
 
 def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
     if kind == "linear":
@@ -55,13 +37,18 @@ def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
     raise ConfigError(f"projection: {kind!r}; valid: 'linear', 'none'")
 
 
-class TwoStreamEncoder(L.LightningModule):
+class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
     """Dual encoder trained by a weighted sum of objectives, evaluated by exact recall@K.
 
     Args:
         vision / text: towers (``twostream.towers``); the text tower also tokenizes, so every
             caption, synthetic or real, goes through the tokenizer that matches the model.
-        heads: objectives; default a single :class:`InBatchContrastive`.
+        heads: objectives (:class:`~twostream.heads.LossHead`); default a single :class:`InBatchContrastive`.
+        state: training state by name (:class:`~twostream.heads.TrainingState`, e.g. COTS's
+            ``momentum`` queue and noise ``filter``; a ``null`` entry is left out, so
+            ``--model.init_args.state.filter=null`` switches one off), annotated each step and updated
+            after each optimizer step by :class:`~twostream.callbacks.TrainingStateCallback` (added
+            automatically).
         embed_dim: shared embedding size; ``projection`` maps each tower's pooled output to it.
         temperature: initial softmax temperature, learnable unless ``learn_temperature=False``,
             clamped to ``>= min_temperature`` after each optimizer step (CLIP's 100 logit-scale cap).
@@ -69,30 +56,31 @@ class TwoStreamEncoder(L.LightningModule):
         warmup_steps, min_lr_ratio: linear warm-up then cosine decay over the run's optimizer steps
             (``total_steps`` if set, else the trainer's estimate: set it to keep one schedule across
             runs of different lengths, e.g. a run stopped and resumed).
-        momentum_queue: momentum towers + negative queues (COTS); needs the MomentumQueueCallback.
-        noise_filter: adaptive momentum filter of noisy pairs (COTS); needs the MomentumQueueCallback.
         init_from: a checkpoint (Lightning ``.ckpt`` or a plain state dict) whose towers, projections
             and temperature initialise this model, e.g. ``make pretrain``'s for fine-tuning.
-        shared: a module applied with the same weights to both towers' token sequences before
-            projection (COOKIE's :class:`~twostream.towers.SharedTransformer`); its pooled output
-            replaces the towers'.
+        shared: a neck applied with the same weights to both towers' token sequences before
+            projection (e.g. COOKIE's weight-sharing transformer): ``bind(image_token_dim,
+            text_token_dim)``, ``output_dim``, ``forward(tower_output, "image" | "text")``; its pooled
+            output replaces the towers'.
         unimodal_eval: also report image→image recall (images of the same scene as positives, where
             the data knows scenes) and text→text recall (captions of the same image as positives).
         save_embeddings: write the test split's embeddings to ``<run dir>/test_embeddings.pt``
             (the shortlist a cross-encoder re-ranks, or for analysis).
     """
 
+    #: the modules of the encoding path, in order: a copy of exactly these encodes like the model
+    encoding_modules: tuple[str, ...] = ("vision", "text", "shared", "image_proj", "text_proj")
+
     def __init__(self, vision: nn.Module, text: nn.Module, heads: list[LossHead] | None = None,
-                 embed_dim: int = 256, projection: Literal["linear", "none"] = "linear",
-                 temperature: float = 0.07, learn_temperature: bool = True, min_temperature: float = 0.01,
-                 lr: float = 5e-4, weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98),
-                 eps: float = 1e-6, warmup_steps: int = 100, min_lr_ratio: float = 0.0,
-                 total_steps: int | None = None, momentum_queue: MomentumQueue | None = None,
-                 noise_filter: AdaptiveMomentumFilter | None = None, init_from: str | None = None,
-                 shared: nn.Module | None = None, unimodal_eval: bool = True, save_embeddings: bool = False,
-                 recall_ks: tuple[int, ...] = (1, 5, 10)):
+                 state: dict[str, TrainingState | None] | None = None, embed_dim: int = 256,
+                 projection: Literal["linear", "none"] = "linear", temperature: float = 0.07,
+                 learn_temperature: bool = True, min_temperature: float = 0.01, lr: float = 5e-4,
+                 weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                 warmup_steps: int = 100, min_lr_ratio: float = 0.0, total_steps: int | None = None,
+                 init_from: str | None = None, shared: nn.Module | None = None, unimodal_eval: bool = True,
+                 save_embeddings: bool = False, recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
-        self.save_hyperparameters(ignore=["vision", "text", "heads", "momentum_queue", "noise_filter", "shared", "transformer"])
+        self._save_plain_hyperparameters(inspect.currentframe())
         self.vision, self.text, self.shared, self.embed_dim = vision, text, shared, embed_dim
         dims = (vision.output_dim, text.output_dim)
         if shared is not None:
@@ -106,48 +94,86 @@ class TwoStreamEncoder(L.LightningModule):
         else:
             self.register_buffer("log_temperature", log_t)
         self.heads = nn.ModuleList(heads if heads is not None else [InBatchContrastive()])
-        names = [h.name for h in self.heads]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"heads: names must be unique, got {names}; set `name:` on duplicates")
+        _check_unique("heads", [h.name for h in self.heads])
         if init_from:
             from twostream.checkpoints import load_encoder_weights
 
             load_encoder_weights(self, init_from)
         self.state = nn.ModuleDict()
-        if momentum_queue is not None:  # copies the towers: after init_from, so it starts from those weights
-            momentum_queue.build(self, embed_dim)
-            self.state["momentum"] = momentum_queue
-        if noise_filter is not None:
-            self.state["filter"] = noise_filter
-        for head in self.heads:
-            head.attach(self, self.state)
         self.val_recall = RetrievalRecall(ks=tuple(recall_ks), unimodal=unimodal_eval)
         self.test_recall = RetrievalRecall(ks=tuple(recall_ks), unimodal=unimodal_eval)
+        if not self.defer_assembly:
+            self.assemble(state)
+
+    #: a subclass that registers more encoding modules after ``super().__init__`` sets this and
+    #: calls :meth:`assemble` itself once they exist (state copies them, heads may read them)
+    defer_assembly = False
+
+    def assemble(self, state: dict[str, TrainingState | None] | None) -> None:
+        """Build the training states by stage, then attach the heads (which may check for states).
+        After ``init_from``: copies of the encoding path start from the loaded weights."""
+        present = [(name, item) for name, item in (state or {}).items() if item is not None]
+        for name, item in sorted(present, key=lambda pair: pair[1].stage):  # stable: ties keep config order
+            item.name = name
+            item.build(self)
+            self.state[name] = item
+        for head in self.heads:
+            head.attach(self)
+
+    def _save_plain_hyperparameters(self, frame) -> None:
+        """Record every constructor argument (of this class and subclasses) except modules: those
+        are in the state dict, and Lightning warns about (and pickles) module-valued hparams."""
+        args: dict = {}
+        for level in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
+            args.update(level)
+        self.save_hyperparameters(ignore=[k for k, v in args.items() if _holds_module(v)], frame=frame)
 
     # ---------------------------------------------------------------- encoding
     @property
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, TowerOutput]:
-        out = self.vision(images)
-        if self.shared is not None:
-            out = self.shared(out, "image")
-        return F.normalize(self.image_proj(out.pooled), dim=-1), out
+    def encode_image(self, images: torch.Tensor, path: nn.Module | None = None) -> tuple[torch.Tensor, TowerOutput]:
+        """Normalised image embeddings and the tower output. ``path``: any module holding the
+        :attr:`encoding_modules` (a momentum copy) to encode with instead of this model's own."""
+        m = self if path is None else path
+        out = m.vision(images)
+        if m.shared is not None:
+            out = m.shared(out, "image")
+        return F.normalize(m.image_proj(out.pooled), dim=-1), out
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        out = self.text(input_ids, attention_mask)
-        if self.shared is not None:
-            out = self.shared(out, "text")
-        return F.normalize(self.text_proj(out.pooled), dim=-1), out
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    path: nn.Module | None = None) -> tuple[torch.Tensor, TowerOutput]:
+        m = self if path is None else path
+        out = m.text(input_ids, attention_mask)
+        if m.shared is not None:
+            out = m.shared(out, "text")
+        return F.normalize(m.text_proj(out.pooled), dim=-1), out
 
-    def forward(self, batch: dict) -> EncoderOutput:
+    def encode(self, batch: dict, path: nn.Module | None = None) -> EncoderOutput:
+        """Whatever modalities the batch has, through this model's (or ``path``'s) encoding modules."""
         image_emb = text_emb = image_out = text_out = None
         if "image" in batch:
-            image_emb, image_out = self.encode_image(batch["image"])
+            image_emb, image_out = self.encode_image(batch["image"], path)
         if "input_ids" in batch:
-            text_emb, text_out = self.encode_text(batch["input_ids"], batch.get("attention_mask"))
+            text_emb, text_out = self.encode_text(batch["input_ids"], batch.get("attention_mask"), path)
         return EncoderOutput(image_emb, text_emb, image_out, text_out, self.temperature)
+
+    def copy_encoding_modules(self) -> dict[str, nn.Module | None]:
+        """Frozen deep copies of the :attr:`encoding_modules` (one ``deepcopy``, so modules that share
+        a submodule still share its copy)."""
+        copies = copy.deepcopy({name: getattr(self, name, None) for name in self.encoding_modules})
+        for module in copies.values():
+            if module is not None:
+                module.requires_grad_(False)
+        return copies
+
+    def forward(self, batch: dict) -> EncoderOutput:
+        return self.encode(batch)
+
+    def find_state(self, kind: type[S]) -> S | None:
+        """The first training state of type ``kind``, or None."""
+        return next((s for s in self.state.values() if isinstance(s, kind)), None)
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Tokenize captions with the text tower's own tokenizer (before the batch moves to device)."""
@@ -161,48 +187,40 @@ class TwoStreamEncoder(L.LightningModule):
     # ---------------------------------------------------------------- training
     def step_generator(self, batch_idx: int) -> torch.Generator:
         """A CPU generator seeded from (run seed, optimizer step, batch, rank): reproducible masks."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        mixed = ((seed * 1_000_003 + self.global_step) * 100_003 + batch_idx) * 1_009 + self.global_rank
-        return torch.Generator().manual_seed(mixed % (2**63 - 1))
+        return seeding.step_generator(self.global_step, batch_idx, self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         out = self(batch)
         out.generator = self.step_generator(batch_idx)
-        carry = self._momentum_and_filter(out, batch)
+        carried = self.annotate(out, batch)
         total, logs = self.objective(out, batch)
         bs = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=False)
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         self.log("train/temperature", self.temperature.detach(), batch_size=bs)
         result = {"loss": total}
-        if carry:
-            result["momentum_state"] = carry  # consumed by MomentumQueueCallback after the optimizer step
+        if carried:
+            result["training_state"] = carried  # TrainingStateCallback: states' update after the optimizer step
         return result
 
-    def _momentum_and_filter(self, out: EncoderOutput, batch: dict) -> dict[str, torch.Tensor]:
-        """Momentum keys and filter weights for this batch; returns what the callback must enqueue/record."""
-        carry: dict[str, torch.Tensor] = {}
-        if "momentum" in self.state:
-            out.image_key, out.text_key = self.state["momentum"].encode(batch)
-            carry.update(image_key=out.image_key, text_key=out.text_key, ids=batch["image_index"])
-        if "filter" in self.state:
-            keys = (out.image_key, out.text_key) if out.image_key is not None else (out.image_emb, out.text_emb)
-            out.similarity = self.state["filter"].pair_scores(keys[0].detach(), keys[1].detach())
-            out.keep = self.state["filter"].keep_mask(out.similarity)
-            carry.update(similarity=out.similarity, keep=out.keep)
-            self._log_filter(out, batch)
-        return carry
+    def annotate(self, out: EncoderOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """Every training state's ``annotate``, in stage order; what they carry to their ``update``."""
+        carried: dict[str, torch.Tensor] = {}
+        for item in self.state.values():
+            carried.update(item.annotate(out, batch))
+        if carried and out.pair_weight is not None:
+            carried["pair_weight"] = out.pair_weight
+        return carried
 
-    def _log_filter(self, out: EncoderOutput, batch: dict) -> None:
-        bs, f = out.keep.shape[0], self.state["filter"]
-        self.log_dict({"train/filter_kept_fraction": out.keep.mean(), "train/filter_threshold": f.threshold.detach(),
-                       "train/filter_mean": f.mean.detach()}, batch_size=bs)
-        if "noisy" in batch:  # injected noise (caption_noise > 0): how well does the filter find it?
-            noisy = batch["noisy"].bool()
-            dropped = 1.0 - out.keep
-            self.log_dict({"train/filter_dropped_noisy": (dropped * noisy).sum() / noisy.sum().clamp(min=1),
-                           "train/filter_dropped_clean": (dropped * ~noisy).sum() / (~noisy).sum().clamp(min=1)},
-                          batch_size=bs)
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The callback that updates training state after each optimizer step, when there is state
+        (unless the trainer already has one)."""
+        from twostream.callbacks.training_state import TrainingStateCallback
+
+        trainer = self._trainer
+        if not len(self.state) or any(isinstance(cb, TrainingStateCallback) for cb in getattr(trainer, "callbacks", [])):
+            return []
+        return [TrainingStateCallback()]
 
     def configure_model(self) -> None:
         """FSDP2 under Lightning's ModelParallelStrategy (which sets ``device_mesh``); otherwise, and
@@ -212,33 +230,12 @@ class TwoStreamEncoder(L.LightningModule):
 
             shard_encoder(self, self.device_mesh["data_parallel"])
 
-    def setup(self, stage: str) -> None:
-        """Evaluation protocol from the data: COCO 1K = mean over five 1K folds of the test split;
-        which images show the same scene, for image→image recall."""
-        dm = self.trainer.datamodule
-        for split, metric in (("val", self.val_recall), ("test", self.test_recall)):
-            if split != ("test" if stage == "test" else "val"):
-                continue
-            if hasattr(dm, "eval_num_folds"):
-                metric.num_folds = dm.eval_num_folds(split)
-            if self.hparams.unimodal_eval and hasattr(dm, "image_groups"):
-                metric.image_groups = dm.image_groups(split)
-
-    def on_fit_start(self) -> None:
-        from twostream.callbacks.momentum_queue import MomentumQueueCallback
-
-        needs = [key for key in ("momentum", "filter") if key in self.state]
-        has = any(isinstance(cb, MomentumQueueCallback) for cb in self.trainer.callbacks)
-        if needs and not has:
-            raise ConfigError(f"the model has {' and '.join(needs)} state but no callback updates it: add "
-                              f"`- class_path: twostream.callbacks.MomentumQueueCallback` to trainer.callbacks")
-
     def objective(self, out: EncoderOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of every head's ``*_loss`` entries, plus everything the heads report."""
         total = out.image_emb.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         for head in self.heads:
-            for key, value in head(out, batch, self.state).items():
+            for key, value in head(out, batch).items():
                 logs[key] = value.detach()
                 if key.endswith("_loss"):
                     total = total + head.weight * value
@@ -256,39 +253,12 @@ class TwoStreamEncoder(L.LightningModule):
                                    hp.total_steps or int(self.trainer.estimated_stepping_batches), hp.min_lr_ratio,
                                    betas=hp.betas, eps=hp.eps)
 
-    # ---------------------------------------------------------------- evaluation
-    def _eval_step(self, metric: RetrievalRecall, batch: dict) -> None:
-        out = self(batch)
-        if out.text_emb is not None:
-            metric.update(text_emb=out.text_emb, text_index=batch["text_index"],
-                          text_image_index=batch["image_index"])
-        elif out.image_emb is not None:
-            metric.update(image_emb=out.image_emb, image_index=batch["image_index"])
+def _check_unique(what: str, names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{what}: names must be unique, got {names}; set `name:` on duplicates")
 
-    def _eval_end(self, metric: RetrievalRecall, stage: str) -> None:
-        if stage == "test" and self.hparams.save_embeddings:
-            self._save_embeddings(metric)
-        results = metric.compute()
-        metric.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in results.items()}, sync_dist=False)
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(self.val_recall, batch)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_recall.update_count:
-            self._eval_end(self.val_recall, "val")
-
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(self.test_recall, batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end(self.test_recall, "test")
-
-    def _save_embeddings(self, metric: RetrievalRecall) -> None:
-        if self.trainer.world_size > 1:
-            raise ConfigError("save_embeddings: supported in single-process evaluation (devices=1) only")
-        image_emb, text_emb, t2i = metric.ordered()
-        path = os.path.join(self.trainer.log_dir or ".", "test_embeddings.pt")
-        torch.save({"image_emb": image_emb.cpu(), "text_emb": text_emb.cpu(), "text_to_image": t2i.cpu()}, path)
-        print(f"test embeddings -> {path}")
+def _holds_module(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_module(v) for v in value)
+    return isinstance(value, nn.Module)

@@ -8,11 +8,11 @@ Called from ``TwoStreamEncoder.configure_model`` under Lightning's ``ModelParall
   norms, in-tower projections), kept whole from forward to backward (``reshard_after_forward=False``):
   heads read some of them outside the tower's forward (the MLM decoder is tied to the text token
   embedding; MLM/MVM re-run the towers on masked inputs), and a resharded one would be a DTensor shard;
-* the momentum towers in ``model.state["momentum"]``, cut into the same units (resharded after forward:
-  they run under ``no_grad`` and nothing reads them outside ``encode``);
+* copies of a tower held by training state (COTS's momentum towers: ``state.<name>.vision`` ...),
+  cut into the same units (resharded after forward: they run under ``no_grad`` inside ``encode``);
 * the root: projections (online and momentum), heads' parameters (frozen tokenizer/teachers too).
-  FSDP2 keeps the root whole from forward to backward, so heads and ``MomentumQueue.encode`` (which
-  run after ``forward`` inside ``training_step``) see plain tensors.
+  FSDP2 keeps the root whole from forward to backward, so heads and training state's ``annotate``
+  (which run after ``forward`` inside ``training_step``) see plain tensors.
 
 FSDP2 shards every parameter on dim 0 over the mesh, independently of the unit it belongs to, so a
 momentum parameter and its online twin have identical local shards (same shape, same padding).
@@ -85,14 +85,14 @@ def shard_encoder(model: nn.Module, mesh) -> nn.Module:
                           f"all ranks; set ModelParallelStrategy data_parallel_size = devices x num_nodes and "
                           f"tensor_parallel_size = 1")
     scalars = {p for p in model.parameters() if p.ndim == 0}  # FSDP2 cannot shard them: replicated
-    momentum = model.state["momentum"] if "momentum" in model.state else None
     for name in TOWERS:
         online = getattr(model, name, None)
         if online is None:
             continue
         _shard_tower(online, mesh, reshard_tower=False, ignored=scalars)
-        if momentum is not None and isinstance(getattr(momentum, name, None), nn.Module):
-            _shard_tower(getattr(momentum, name), mesh, reshard_tower=True, ignored=scalars)
+        for state in model.state.values():  # copies of the tower held by training state (momentum copies)
+            if isinstance(getattr(state, name, None), nn.Module):
+                _shard_tower(getattr(state, name), mesh, reshard_tower=True, ignored=scalars)
     fully_shard(model, mesh=mesh, ignored_params=scalars)
     for p in scalars:
         if p.requires_grad:

@@ -2,5 +2,6 @@
 from twostream.callbacks.data_health import DataHealth
 from twostream.callbacks.momentum_queue import MomentumQueueCallback
 from twostream.callbacks.run_summary import RunSummary
+from twostream.callbacks.training_state import TrainingStateCallback
 
-__all__ = ["DataHealth", "MomentumQueueCallback", "RunSummary"]
+__all__ = ["DataHealth", "MomentumQueueCallback", "RunSummary", "TrainingStateCallback"]

@@ -1,6 +1,5 @@
-"""Single-stream (cross-encoder) model, k-test re-ranking, and VLDeformer's decomposition of it."""
-from twostream.single_stream.decomposed import DecomposedEncoder
-from twostream.single_stream.module import SingleStreamModel
-from twostream.single_stream.transformer import VLTransformer
+"""Deprecation alias: the single-stream model and its decomposition moved to ``twostream.methods.vldeformer``."""
+from twostream._alias import lazy_aliases
 
-__all__ = ["DecomposedEncoder", "SingleStreamModel", "VLTransformer"]
+__getattr__ = lazy_aliases(__name__, {name: "twostream.methods.vldeformer" for name in
+                                      ("DecomposedEncoder", "SingleStreamModel", "VLTransformer")})

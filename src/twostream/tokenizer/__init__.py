@@ -1,9 +1,5 @@
-"""Discrete visual tokenizer (VQ-VAE) whose code ids are the targets of masked vision modeling.
+"""Deprecation alias: the VQ-VAE visual tokenizer moved to ``twostream.methods.cots.tokenizer``."""
+from twostream._alias import lazy_aliases
 
-``VisualTokenizer`` is a plain ``nn.Module`` (load a trained one with ``VisualTokenizer.from_file``);
-``VisualTokenizerTrainer`` is the LightningModule that trains and exports it (``make tokenizer``).
-"""
-from twostream.tokenizer.module import VisualTokenizerTrainer
-from twostream.tokenizer.vqvae import VectorQuantizer, VisualTokenizer, perplexity
-
-__all__ = ["VectorQuantizer", "VisualTokenizer", "VisualTokenizerTrainer", "perplexity"]
+__getattr__ = lazy_aliases(__name__, {name: "twostream.methods.cots.tokenizer" for name in
+                                      ("VectorQuantizer", "VisualTokenizer", "VisualTokenizerTrainer", "perplexity")})

@@ -14,7 +14,8 @@ from torch import nn
 
 from twostream.errors import ConfigError
 from twostream.towers.base import MaskedLMSpec, TowerOutput
-from twostream.towers.weights import load_prefixed, load_state_dict, resolve_open_clip_weights
+from twostream.checkpoints import load_prefixed, read_state_dict
+from twostream.towers.weights import resolve_open_clip_weights
 
 
 def _tower_config(model_name: str | None, config: dict[str, Any] | None, part: str,
@@ -79,12 +80,16 @@ class OpenCLIPVisionTower(nn.Module):
 
     ``stem``: "patch" (open_clip's patch-sized convolution) or "conv" (:class:`ConvStem`, replacing
     it; ``stem_channels`` for its first stage). Either way the tower gives one token per patch.
+    ``image_size`` overrides ``config["image_size"]``; the CLI sets it from ``data.init_args.image_size``
+    (and ``embed_dim`` from ``model.init_args.embed_dim``), so the two can never disagree.
     """
 
     def __init__(self, model_name: str | None = None, config: dict[str, Any] | None = None,
                  embed_dim: int | None = None, pretrained: str | None = None,
-                 stem: Literal["patch", "conv"] = "patch", stem_channels: int = 32):
+                 stem: Literal["patch", "conv"] = "patch", stem_channels: int = 32, image_size: int | None = None):
         super().__init__()
+        if image_size is not None and (model_name is not None or config):
+            config = {**(config or {}), "image_size": int(image_size)}
         cfg, self.output_dim, quick_gelu = _tower_config(model_name, config, "vision_cfg", embed_dim)
         self.net = _build("vision", self.output_dim, cfg, quick_gelu)
         size = cfg.get("image_size", 224)
@@ -96,8 +101,7 @@ class OpenCLIPVisionTower(nn.Module):
         elif stem != "patch":
             raise ConfigError(f"stem: {stem!r}; valid: 'patch', 'conv'")
         if pretrained:
-            state = load_state_dict(resolve_open_clip_weights(model_name, pretrained))
-            load_prefixed(self.net, state, lambda k: k.startswith("visual."), strip="visual.")
+            _load_pretrained(self.net, model_name, pretrained, "visual.", "vision tower")
 
     def forward(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None,
                 mask_token: torch.Tensor | None = None) -> TowerOutput:
@@ -143,11 +147,7 @@ class OpenCLIPTextTower(nn.Module):
         else:
             self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
         if pretrained:
-            state = load_state_dict(resolve_open_clip_weights(model_name, pretrained))
-            if any(k.startswith("text.") for k in state):
-                load_prefixed(self.net, state, lambda k: k.startswith("text."), strip="text.")
-            else:
-                load_prefixed(self.net, state, lambda k: not k.startswith(_TEXT_SKIP))
+            _load_pretrained(self.net, model_name, pretrained, "text.", "text tower")
 
     def mlm_spec(self, mask_token_id: int | None = None) -> MaskedLMSpec:
         """open_clip's BPE vocabulary has no [MASK]: by default the first id past the tokenizer's
@@ -173,3 +173,17 @@ class OpenCLIPTextTower(nn.Module):
         pooled, tokens = self.net(input_ids)
         mask = attention_mask if attention_mask is not None else input_ids != self.pad_id
         return TowerOutput(pooled=pooled, tokens=tokens, mask=mask.bool())
+
+
+def _load_pretrained(net: nn.Module, model_name: str | None, pretrained: str, prefix: str, target: str) -> None:
+    """An open_clip weights file into one tower: its ``visual.*`` (or ``text.*``) tensors; CLIP files
+    keep the text tower at the top level, so without ``text.*`` keys everything but the vision
+    tower and the logit scale/bias is the text tower's."""
+    path = resolve_open_clip_weights(model_name, pretrained)
+    state = read_state_dict(path, "pretrained:", "resolved from the local open_clip cache")
+    if prefix == "text." and not any(k.startswith(prefix) for k in state):
+        prefix, exclude = "", _TEXT_SKIP
+    else:
+        exclude = ()
+    load_prefixed(net, state, prefix, what="pretrained:", target=target, exclude=exclude,
+                  hint=f"is it an open_clip checkpoint of {model_name or 'this tower config'}?")

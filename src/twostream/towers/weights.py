@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from twostream.errors import ConfigError, WeightsNotAvailableError
 
 
@@ -55,22 +53,3 @@ def resolve_open_clip_weights(model_name: str | None, pretrained: str) -> str:
             f"open_clip.create_model('{model_name}', pretrained='{pretrained}')\" and copy the cache, "
             f"or set `pretrained:` to a local weights file.")
     return path
-
-
-def load_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Load a checkpoint as a flat state dict (safetensors, torch pickle, or a wrapped 'state_dict')."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def load_prefixed(module: torch.nn.Module, state: dict[str, torch.Tensor], keep, strip: str = "") -> None:
-    """Load the entries of ``state`` selected by ``keep(key)`` into ``module`` (strict)."""
-    sub = {k.removeprefix(strip): v for k, v in state.items() if keep(k)}
-    if not sub:
-        raise WeightsNotAvailableError("the weights file holds no parameters for this tower")
-    module.load_state_dict(sub, strict=True)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from twostream.errors import ConfigError
-from twostream.objectives.base import LossHead
+from twostream.heads import LossHead
+from twostream.methods.cots.momentum_queue import MomentumQueue, momentum_keys
 
 
 def kl_rows(target_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -25,7 +26,7 @@ class KLAlignment(LossHead):
     P_t2i(k) = softmax_k(t_i·v_k/τ), k over {i's momentum keys} ∪ queue; v_i, t_i are the online
     embeddings. ``direction``: ``i2t_t2i`` = KL(P_i2t ‖ P_t2i) (default), ``t2i_i2t`` the reverse,
     ``symmetric`` their mean; ``stop_grad_target`` detaches the first argument (the target).
-    Needs ``model.momentum_queue``.
+    Needs a :class:`MomentumQueue` in ``model.init_args.state``.
     """
 
     def __init__(self, weight: float = 1.0, direction: Literal["i2t_t2i", "t2i_i2t", "symmetric"] = "i2t_t2i",
@@ -35,18 +36,18 @@ class KLAlignment(LossHead):
             raise ConfigError(f"KLAlignment.direction: {direction!r}; valid: 'i2t_t2i', 't2i_i2t', 'symmetric'")
         self.direction, self.stop_grad_target = direction, stop_grad_target
 
-    def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
-        super().attach(encoder, state)
-        if "momentum" not in state:
-            raise ConfigError("KLAlignment compares retrieval distributions over the negative queues, and the model "
-                              "has none: set model.init_args.momentum_queue (class_path: twostream.state.MomentumQueue)")
+    def attach(self, encoder: nn.Module) -> None:
+        super().attach(encoder)
+        # the two retrieval distributions are over its queues
+        self.require_state(MomentumQueue, "momentum: {class_path: twostream.methods.cots.MomentumQueue}")
 
-    def forward(self, outputs, batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
-        img_q, txt_q, _ = state["momentum"].queue()
+    def forward(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
+        img_q, txt_q, _ = self.encoder.find_state(MomentumQueue).queue()
+        image_key, text_key = momentum_keys(outputs)
         inv_t = 1.0 / outputs.temperature
         # column 0: the pair's own momentum keys; columns 1..: the queue (slot k = one pair in both)
-        own_i2t = (outputs.image_emb * outputs.text_key).sum(-1, keepdim=True)
-        own_t2i = (outputs.text_emb * outputs.image_key).sum(-1, keepdim=True)
+        own_i2t = (outputs.image_emb * text_key).sum(-1, keepdim=True)
+        own_t2i = (outputs.text_emb * image_key).sum(-1, keepdim=True)
         logp_i2t = F.log_softmax(torch.cat([own_i2t, outputs.image_emb @ txt_q.T], dim=1) * inv_t, dim=1)
         logp_t2i = F.log_softmax(torch.cat([own_t2i, outputs.text_emb @ img_q.T], dim=1) * inv_t, dim=1)
 
@@ -59,4 +60,4 @@ class KLAlignment(LossHead):
             per_pair = kl(logp_t2i, logp_i2t)
         else:
             per_pair = 0.5 * (kl(logp_i2t, logp_t2i) + kl(logp_t2i, logp_i2t))
-        return {f"{self.name}_loss": self.weighted_mean(per_pair, outputs.keep)}
+        return {f"{self.name}_loss": self.weighted_mean(per_pair, outputs.pair_weight)}

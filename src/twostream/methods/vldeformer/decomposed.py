@@ -6,7 +6,7 @@ alike, so retrieval becomes two-stream (encode once, compare by dot product). [c
 embedding is tanh(mean of all output positions), 768-d, no projection; cosine similarity;
 InfoNCE with temperature 0.005; CE(S/τ) + CE(Sᵀ/τ). [choice] the mean is masked to real tokens
 (``pooling="mean_tanh"``; ``"mean_all_tanh"`` is the code's unmasked mean, ``"cls"`` the [CLS]
-state); hard negatives come from :class:`~twostream.objectives.BimodalHardNegatives`.
+state); hard negatives come from :class:`~twostream.methods.vldeformer.BimodalHardNegatives`.
 
 The decomposed model *is* a :class:`TwoStreamEncoder` (same training loop, evaluation, CLI); its
 two towers are views of one :class:`VLTransformer`, registered once here as ``transformer``.
@@ -21,8 +21,8 @@ from torch import nn
 from twostream.checkpoints import load_prefixed
 from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
-from twostream.objectives.base import LossHead
-from twostream.single_stream.transformer import VLTransformer
+from twostream.prerequisites import Artifact
+from twostream.methods.vldeformer.vl_transformer import VLTransformer
 from twostream.towers.base import TowerOutput
 
 Pooling = Literal["mean_tanh", "mean_all_tanh", "cls"]
@@ -65,39 +65,43 @@ class ImageView(_View):
 
 
 class DecomposedEncoder(TwoStreamEncoder):
-    """Args (the rest as :class:`TwoStreamEncoder`; VLDeformer's defaults [code]):
+    """Args (VLDeformer's defaults [code]; every other :class:`TwoStreamEncoder` argument passes through):
         transformer: the single-stream network's config (the same as the run it decomposes).
         init_from: that run's checkpoint (a SingleStreamModel ``.ckpt``): its ``transformer.*``
             weights are the starting point — the whole idea of decomposition.
         pooling: see :func:`pool`. temperature: fixed 0.005 unless ``learn_temperature``.
-    (Every argument TwoStreamEncoder reads from ``hparams`` must be an argument here too:
-    Lightning records the hyperparameters of the outermost ``__init__``.)
+
+    The towers, embedding size and projection are the transformer's, so they are not arguments.
     """
 
-    def __init__(self, transformer: VLTransformer, heads: list[LossHead] | None = None,
-                 init_from: str | None = None, pooling: Pooling = "mean_tanh", temperature: float = 0.005,
-                 learn_temperature: bool = False, min_temperature: float = 0.001, lr: float = 7.5e-6,
-                 weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 warmup_steps: int = 200, min_lr_ratio: float = 0.0,
-                 total_steps: int | None = None, unimodal_eval: bool = True, save_embeddings: bool = False,
-                 recall_ks: tuple[int, ...] = (1, 5, 10)):
+    artifacts = {"init_from": Artifact("make pretrain CONFIG=experiments/pretrain/single_stream.yaml",
+                                       "the single-stream (stage 1) checkpoint VLDeformer decomposes")}
+    encoding_modules = ("transformer", *TwoStreamEncoder.encoding_modules)
+
+    def __init__(self, transformer: VLTransformer, init_from: str | None = None, pooling: Pooling = "mean_tanh",
+                 temperature: float = 0.005, learn_temperature: bool = False, min_temperature: float = 0.001,
+                 lr: float = 7.5e-6, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, warmup_steps: int = 200, **kwargs):
         if pooling not in ("mean_tanh", "mean_all_tanh", "cls"):
             raise ConfigError(f"pooling: {pooling!r}; valid: 'mean_tanh', 'mean_all_tanh', 'cls'")
-        super().__init__(ImageView(transformer, pooling), TextView(transformer, pooling), heads=heads,
+        state = kwargs.pop("state", None)
+        super().__init__(ImageView(transformer, pooling), TextView(transformer, pooling),
                          embed_dim=transformer.hidden, projection="none", temperature=temperature,
                          learn_temperature=learn_temperature, min_temperature=min_temperature, lr=lr,
-                         weight_decay=weight_decay, betas=betas, eps=eps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-                         total_steps=total_steps, unimodal_eval=unimodal_eval, save_embeddings=save_embeddings,
-                         recall_ks=recall_ks)
-        self.transformer = transformer
+                         weight_decay=weight_decay, betas=betas, eps=eps, warmup_steps=warmup_steps, **kwargs)
+        self.transformer = transformer  # registered once here; the two views hold plain references
         if init_from:
             load_transformer(self.transformer, init_from)
+        self.assemble(state)
+
+    defer_assembly = True
 
 
 def load_transformer(transformer: VLTransformer, path: str) -> None:
     """``transformer.*`` of a SingleStreamModel checkpoint into ``transformer`` (all keys must fit)."""
-    n = load_prefixed(transformer, path, "transformer.", "init_from:", "transformer",
-                      "it is not a single-stream checkpoint of this transformer config: use the `transformer` "
-                      "config of the run that wrote it",
-                      "stage 1, `make pretrain CONFIG=experiments/pretrain/single_stream.yaml`, writes runs/single_stream/last.ckpt")
+    n = load_prefixed(transformer, path, "transformer.", what="init_from:", target="transformer",
+                      hint="it is not a single-stream checkpoint of this transformer config: use the `transformer` "
+                           "config of the run that wrote it",
+                      missing_hint="stage 1, `make pretrain CONFIG=experiments/pretrain/single_stream.yaml`, "
+                                   "writes runs/single_stream/last.ckpt")
     print(f"init_from: {n} transformer tensors from {path}")

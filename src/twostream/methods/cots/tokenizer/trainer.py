@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
-from twostream.data.retrieval_datamodule import CLIP_MEAN, CLIP_STD
+from twostream.data import CLIP_MEAN, CLIP_STD
 from twostream.optim import warmup_cosine
-from twostream.tokenizer.vqvae import VisualTokenizer, perplexity, perplexity_of_counts
+from twostream.methods.cots.tokenizer.vqvae import VisualTokenizer, perplexity, perplexity_of_counts
 
 
 def _distributed() -> bool:

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from twostream.errors import ConfigError
-from twostream.objectives.base import LossHead
-from twostream.objectives.fusion import GlobalFusion
-from twostream.objectives.masking import block_patch_mask, random_patch_mask
+from twostream.heads import LossHead
+from twostream.prerequisites import Artifact
+from twostream.methods.cots.fusion import GlobalFusion
+from twostream.masking import block_patch_mask, random_patch_mask
 
 
 class MaskedVisionModeling(LossHead):
@@ -19,12 +20,14 @@ class MaskedVisionModeling(LossHead):
 
     [paper] a (variational) autoencoder imposed on the visual encoder yields discrete visual tokens;
     masked ones are predicted from the unmasked context plus the paired text's features. [choice] a
-    frozen VQ-VAE (:class:`twostream.tokenizer.VisualTokenizer`, trained by ``make tokenizer``) read
+    frozen VQ-VAE (:class:`twostream.methods.cots.tokenizer.VisualTokenizer`, trained by ``make tokenizer``) read
     from ``tokenizer``; ``mask_ratio`` 40 % of patches, ``block`` (BEiT-style) or ``random``; masked
     patch embeddings are replaced by a learned mask token; each masked output feature is fused with
     the paired caption's global embedding and classified over the codebook. The tokenizer's token
     grid must equal the vision tower's patch grid (checked).
     """
+
+    artifacts = {"tokenizer": Artifact("make tokenizer", "the VQ-VAE visual tokenizer (MVM targets)")}
 
     def __init__(self, tokenizer: str | None = None, weight: float = 1.0, mask_ratio: float = 0.4,
                  masking: Literal["block", "random"] = "block", fusion: Literal["concat", "add"] = "concat",
@@ -40,9 +43,9 @@ class MaskedVisionModeling(LossHead):
         self.tokenizer_path, self.mask_ratio, self.masking = tokenizer, mask_ratio, masking
         self.fusion_kind, self.detach_text = fusion, detach_text
 
-    def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
-        super().attach(encoder, state)
-        from twostream.tokenizer import VisualTokenizer
+    def attach(self, encoder: nn.Module) -> None:
+        super().attach(encoder)
+        from twostream.methods.cots.tokenizer import VisualTokenizer
 
         vision = encoder.vision
         if "patch_mask" not in inspect.signature(vision.forward).parameters:
@@ -64,7 +67,7 @@ class MaskedVisionModeling(LossHead):
         self.tokenizer.eval()  # frozen: always in inference mode
         return self
 
-    def forward(self, outputs, batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
+    def forward(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
         images = batch["image"]
         vision = self.encoder.vision
         targets = self.tokenizer.encode(images).flatten(1)
@@ -75,7 +78,7 @@ class MaskedVisionModeling(LossHead):
         text = outputs.text_emb.detach() if self.detach_text else outputs.text_emb
         logits = self.classifier(self.fuse(tokens[rows, cols], text[rows]))
         per_patch = F.cross_entropy(logits, targets[rows, cols], reduction="none")
-        keep = outputs.keep[rows] if outputs.keep is not None else None
+        keep = outputs.pair_weight[rows] if outputs.pair_weight is not None else None
         loss = self.weighted_mean(per_patch, keep)
         with torch.no_grad():
             acc = (logits.argmax(1) == targets[rows, cols]).float().mean()

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from twostream.errors import ConfigError
-from twostream.objectives.base import LossHead
-from twostream.objectives.fusion import GlobalFusion
-from twostream.objectives.masking import mask_tokens
+from twostream.heads import LossHead
+from twostream.methods.cots.fusion import GlobalFusion
+from twostream.masking import mask_tokens
 
 
 class MaskedLanguageModeling(LossHead):
@@ -39,8 +39,8 @@ class MaskedLanguageModeling(LossHead):
         self.fusion_kind, self.tie_embeddings = fusion, tie_embeddings
         self.detach_image, self.mask_token_id = detach_image, mask_token_id
 
-    def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
-        super().attach(encoder, state)
+    def attach(self, encoder: nn.Module) -> None:
+        super().attach(encoder)
         if not hasattr(encoder.text, "mlm_spec"):
             raise ConfigError(f"MaskedLanguageModeling: text tower {type(encoder.text).__name__} has no mlm_spec()")
         spec = encoder.text.mlm_spec(self.mask_token_id)
@@ -54,7 +54,7 @@ class MaskedLanguageModeling(LossHead):
         self.decoder = None if self.tie_embeddings else nn.Linear(spec.token_dim, vocab, bias=False)
         self.bias = nn.Parameter(torch.zeros(vocab))
 
-    def forward(self, outputs, batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
+    def forward(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
         spec = self.spec
         ids, attention = batch["input_ids"], batch["attention_mask"].bool()
         special = torch.isin(ids, self.special_ids)
@@ -67,7 +67,7 @@ class MaskedLanguageModeling(LossHead):
         weight = self.decoder.weight if self.decoder is not None else spec.embedding.weight
         logits = fused @ weight.T + self.bias
         per_token = F.cross_entropy(logits, ids[rows, cols], reduction="none")
-        keep = outputs.keep[rows] if outputs.keep is not None else None
+        keep = outputs.pair_weight[rows] if outputs.pair_weight is not None else None
         loss = self.weighted_mean(per_token, keep) if len(rows) else tokens.sum() * 0.0
         with torch.no_grad():
             acc = (logits.argmax(1) == ids[rows, cols]).float().mean() if len(rows) else loss.new_zeros(())

@@ -36,6 +36,7 @@ class FrozenTeacher(nn.Module):
 
 def load_tower(tower: nn.Module, path: str, prefix: str) -> None:
     """Copy the ``prefix``-ed tensors of a twostream checkpoint into ``tower``; every tower key must match."""
-    load_prefixed(tower, path, prefix, "teacher checkpoint", "teacher tower",
-                  "give the teacher the tower config of the run that wrote the checkpoint (a twostream checkpoint)",
-                  "`make teacher` writes runs/teacher/teacher.ckpt, the teachers of experiments/pretrain/cookie.yaml")
+    load_prefixed(tower, path, prefix, what="teacher checkpoint", target="teacher tower",
+                  hint="give the teacher the tower config of the run that wrote the checkpoint (a twostream checkpoint)",
+                  missing_hint="`make teacher` writes runs/teacher/teacher.ckpt, the teachers of "
+                               "experiments/pretrain/cookie.yaml")

@@ -2,10 +2,10 @@
 
 [choice] ITM as in ViLT/ALBEF: a linear head on the pooled [CLS] gives one matching logit per
 pair; each step scores every positive pair, one negative caption per image and one negative image
-per caption (binary cross-entropy over the 3B pairs). ``hard_negatives`` samples those negatives
+per caption (binary cross-entropy over the 3B pairs). ``itm_negatives: mined`` samples those negatives
 from the batch in proportion to softmax(ITM logit) of a no-grad scoring of every in-batch pair
-(within pools of ``mining_pool`` pairs a side, which bounds its B*pool extra passes); else
-uniformly. MLM (``mlm_weight > 0``): 15 % of caption tokens of the positive pairs, BERT's
+(within pools of ``mining_pool`` pairs a side, which bounds its B*pool extra passes);
+``uniform`` draws them uniformly. MLM (``mlm_weight > 0``): 15 % of caption tokens of the positive pairs, BERT's
 80/10/10, predicted by ViLT's MLM head tied to the word embeddings.
 
 Evaluation scores pairs: ``eval_mode="full"`` every pair of the split; ``"rerank"`` k-test
@@ -14,7 +14,6 @@ TwoStreamEncoder run with ``save_embeddings: true`` on the same split). Single p
 """
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import lightning as L
@@ -22,22 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twostream import seeding
 from twostream.errors import ConfigError
 from twostream.metrics.score_ranking import recall_from_scores
-from twostream.objectives.masking import mask_tokens
+from twostream.masking import mask_tokens
 from twostream.optim import adamw_warmup_cosine
-from twostream.single_stream.scoring import full_scores, rerank_scores
-from twostream.single_stream.transformer import VLTransformer
+from twostream.methods.vldeformer.scoring import full_scores, rerank_scores
+from twostream.methods.vldeformer.vl_transformer import VLTransformer
 
 
 class SingleStreamModel(L.LightningModule):
-    def __init__(self, transformer: VLTransformer, hard_negatives: bool = True, mining_pool: int = 16,
+    def __init__(self, transformer: VLTransformer, itm_negatives: Literal["mined", "uniform"] = "mined", mining_pool: int = 16,
                  mlm_weight: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.0, total_steps: int | None = None,
                  eval_mode: Literal["full", "rerank"] = "full", rerank_k: int = 16, shortlist: str | None = None,
                  score_batch_size: int = 128, recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
         self.save_hyperparameters(ignore=["transformer"])
+        if itm_negatives not in ("mined", "uniform"):
+            raise ConfigError(f"itm_negatives: {itm_negatives!r}; valid: 'mined', 'uniform'")
         if eval_mode not in ("full", "rerank"):
             raise ConfigError(f"eval_mode: {eval_mode!r}; valid: 'full', 'rerank'")
         if eval_mode == "rerank" and not shortlist:
@@ -64,8 +66,8 @@ class SingleStreamModel(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def _generator(self, batch_idx: int) -> torch.Generator:
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return torch.Generator().manual_seed((seed * 1_000_003 + self.global_step) * 100_003 + batch_idx)
+        """(run seed, step, batch, rank): each DDP rank draws its own negatives and masks."""
+        return seeding.step_generator(self.global_step, batch_idx, self.global_rank)
 
     @torch.no_grad()
     def _negatives(self, ids, mask, images, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +76,7 @@ class SingleStreamModel(L.LightningModule):
         if b < 2:
             raise ConfigError("image-text matching needs batches of at least 2 pairs (negatives come from the batch)")
         weights = torch.ones(b, b)  # [image, caption]
-        if self.hparams.hard_negatives:
+        if self.hparams.itm_negatives == "mined":
             weights.zero_()
             pool = max(2, self.hparams.mining_pool)
             for s in range(0, b, pool):
@@ -147,7 +149,7 @@ class SingleStreamModel(L.LightningModule):
         self.log_dict({f"{stage}/{k}": float(v) for k, v in results.items()})
 
     def _shortlist(self, n: int, m: int) -> torch.Tensor:
-        blob = torch.load(self.hparams.shortlist, map_location="cpu")
+        blob = torch.load(self.hparams.shortlist, map_location="cpu", weights_only=True)  # ours: a dict of tensors
         sim = blob["image_emb"].float() @ blob["text_emb"].float().T
         if sim.shape != (n, m):
             raise ConfigError(f"shortlist {self.hparams.shortlist} scores {tuple(sim.shape)} pairs but this split has "

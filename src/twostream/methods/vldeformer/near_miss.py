@@ -1,4 +1,4 @@
-"""Bi-modal hard negatives (VLDeformer, arXiv 2110.11338): near-miss captions and images.
+"""Near-miss captions and images: how VLDeformer's bi-modal hard negatives (arXiv 2110.11338) are made.
 
 Why: in-batch negatives mostly differ from the positive in many ways at once, so the contrastive
 loss can succeed on coarse cues. A caption with ~30 % of its attribute/object words swapped, or an
@@ -9,7 +9,6 @@ explicit (CPU) ``torch.Generator`` and are moved, so negatives are identical aft
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -17,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import torch
+
+from twostream.seeding import stable_seed
 
 WordGroups = Mapping[str, Sequence[str]]
 _ARTICLE = re.compile(r"(?<!\w)(an?)(\s+)$", re.IGNORECASE)
@@ -125,12 +126,7 @@ def replace_words(caption: str, groups: WordGroups | list[str], fraction: float 
     return out + caption[last:], count
 
 
-def _mix_seed(seed: int, key: int) -> int:
-    """Stable across processes and Python versions (unlike hash(), which is salted for str)."""
-    return int.from_bytes(hashlib.sha256(f"hard-negative/{int(seed)}/{int(key)}".encode()).digest()[:8], "big")
-
-
-def hard_negative_captions(captions: list[str], groups: WordGroups | list[str], fraction: float, seed: int,
+def near_miss_captions(captions: list[str], groups: WordGroups | list[str], fraction: float, seed: int,
                            keys: Sequence[int]) -> tuple[list[str], torch.Tensor]:
     """Negative caption per caption; caption i depends only on (seed, keys[i]) (e.g. the sample's
     dataset index), not on batch composition or order, so a resumed run draws the same negatives.
@@ -140,7 +136,7 @@ def hard_negative_captions(captions: list[str], groups: WordGroups | list[str], 
     groups = load_word_groups(groups)
     out, valid = [], []
     for caption, key in zip(captions, keys):
-        new, replaced = replace_words(caption, groups, fraction, rng=random.Random(_mix_seed(seed, key)))
+        new, replaced = replace_words(caption, groups, fraction, rng=random.Random(stable_seed("hard-negative", seed, key)))
         out.append(new)
         valid.append(replaced > 0)
     return out, torch.tensor(valid, dtype=torch.bool)

@@ -11,16 +11,15 @@ left out (its column is −inf), and the share of usable ones is logged.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from twostream.distributed import gather_with_grad, world
 from twostream.errors import ConfigError
-from twostream.objectives.base import LossHead
-from twostream.objectives.hard_negatives import hard_negative_captions, load_word_groups, mix_patches
+from twostream.heads import LossHead
+from twostream import seeding
+from twostream.methods.vldeformer.near_miss import load_word_groups, mix_patches, near_miss_captions
 
 
 class BimodalHardNegatives(LossHead):
@@ -42,8 +41,8 @@ class BimodalHardNegatives(LossHead):
         self.groups = load_word_groups(words) if words is not None else None
         self.patch_size, self.reduction = patch_size, reduction
 
-    def attach(self, encoder: nn.Module, state: nn.ModuleDict) -> None:
-        super().attach(encoder, state)
+    def attach(self, encoder: nn.Module) -> None:
+        super().attach(encoder)
         if self.image_negatives and self.patch_size is None:
             self.patch_size = getattr(encoder.vision, "patch_size", None)
             if self.patch_size is None:
@@ -63,23 +62,23 @@ class BimodalHardNegatives(LossHead):
         """Negative captions, tokenized on the CPU; seeded by (run seed, step, caption index): resumable."""
         if not self.caption_negatives or "caption" not in batch:
             return
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + int(self.encoder.global_step)
+        seed = seeding.per_sample_step_seed(self.encoder.global_step)
         keys = [int(k) for k in batch["text_index"]]
-        captions, valid = hard_negative_captions(list(batch["caption"]), self._word_groups(), self.word_fraction,
+        captions, valid = near_miss_captions(list(batch["caption"]), self._word_groups(), self.word_fraction,
                                                  seed, keys)
         tokens = self.encoder.text.tokenize(captions)
-        batch.update({"hard_negative_input_ids": tokens["input_ids"],
-                      "hard_negative_attention_mask": tokens["attention_mask"], "hard_negative_valid": valid})
+        batch.update({"near_miss_input_ids": tokens["input_ids"],
+                      "near_miss_attention_mask": tokens["attention_mask"], "near_miss_valid": valid})
 
-    def forward(self, outputs, batch: dict, state: nn.ModuleDict) -> dict[str, torch.Tensor]:
+    def forward(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
         img, txt, inv_t = outputs.image_emb, outputs.text_emb, 1.0 / outputs.temperature
         rank, _ = world()
         labels = torch.arange(img.shape[0], device=img.device) + rank * img.shape[0]
         i2t, t2i = img @ gather_with_grad(txt).T, txt @ gather_with_grad(img).T
         logs: dict[str, torch.Tensor] = {}
         if self.caption_negatives:
-            neg = self.encoder.encode_text(batch["hard_negative_input_ids"], batch["hard_negative_attention_mask"])[0]
-            valid = batch["hard_negative_valid"].to(img.device)
+            neg = self.encoder.encode_text(batch["near_miss_input_ids"], batch["near_miss_attention_mask"])[0]
+            valid = batch["near_miss_valid"].to(img.device)
             extra = (img @ neg.T).masked_fill(~valid.unsqueeze(0), float("-inf"))
             logs[f"{self.name}_caption_negatives_valid"] = valid.float().mean()
             logs[f"{self.name}_caption_negative_acc"] = _beats(i2t, labels, (img * neg).sum(-1), valid)
@@ -90,7 +89,7 @@ class BimodalHardNegatives(LossHead):
             logs[f"{self.name}_image_negative_acc"] = _beats(t2i, labels, (txt * neg).sum(-1), None)
             t2i = torch.cat([t2i, txt @ neg.T], dim=1)
         per_pair = F.cross_entropy(i2t * inv_t, labels, reduction="none") + F.cross_entropy(t2i * inv_t, labels, reduction="none")
-        loss = self.weighted_mean(per_pair if self.reduction == "sum" else 0.5 * per_pair, outputs.keep)
+        loss = self.weighted_mean(per_pair if self.reduction == "sum" else 0.5 * per_pair, outputs.pair_weight)
         return {f"{self.name}_loss": loss, **{k: v.detach() for k, v in logs.items()}}
 
 

@@ -1,4 +1,4 @@
-"""Adaptive momentum filter (AMF) statistics: which pairs look too dissimilar to be real pairs.
+"""Adaptive momentum filter (AMF): which pairs look too dissimilar to be real pairs (COTS).
 
 COTS [third-party description]: noisy web pairs are filtered adaptively using a momentum-updated
 distribution of similarity scores. Ours [choice]: the score of a pair is computed from its momentum
@@ -7,7 +7,8 @@ image and text keys (the online embeddings when no momentum towers exist): ``sco
 batch, which cancels the drift of the overall similarity level while the encoders train;
 ``score: cosine`` is the raw similarity. An EMA of the batch mean and variance of the scores is
 kept; after ``warmup_steps`` optimizer steps, pairs scoring below ``mean - k * std`` get weight 0 in
-every loss and are not enqueued.
+every loss (``outputs.pair_weight``) and are not enqueued. Its stage is after the queue's: it reads
+the keys the queue annotates.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import torch
 from torch import nn
 
 from twostream.errors import ConfigError
+from twostream.heads import EncoderOutput, TrainingState
+from twostream.methods.cots.momentum_queue import KEYS, MomentumQueue
 
 
-class AdaptiveMomentumFilter(nn.Module):
+class AdaptiveMomentumFilter(TrainingState):
     """Running statistics (persistent buffers) + the keep rule.
 
     Args:
@@ -27,7 +30,12 @@ class AdaptiveMomentumFilter(nn.Module):
         momentum: EMA coefficient of the running mean/variance (per optimizer step).
         warmup_steps: optimizer steps during which every pair is kept (similarities of an untrained
             model carry no information about noise).
+
+    Logs the kept fraction, threshold and running mean; when the batch has a ``noisy`` flag (the
+    synthetic data's injected caption noise) also the share of noisy and of clean pairs dropped.
     """
+
+    stage = 1  # after MomentumQueue (stage 0): it scores the keys the queue annotates
 
     def __init__(self, k: float = 2.0, momentum: float = 0.99, warmup_steps: int = 500,
                  score: Literal["margin", "cosine"] = "margin"):
@@ -70,10 +78,41 @@ class AdaptiveMomentumFilter(nn.Module):
             return torch.ones_like(similarity)
         return (similarity >= self.threshold.to(similarity.dtype)).to(similarity.dtype)
 
+    # ------------------------------------------------------------------ during the step
     @torch.no_grad()
-    def update(self, similarity: torch.Tensor) -> None:
-        """One EMA step from all pairs of one optimizer step (callback only). The first step
-        initialises the statistics from the batch instead of blending with the zero/one init."""
+    def annotate(self, outputs: EncoderOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """Score the pairs (momentum keys when a queue annotated them, else the online embeddings),
+        set ``outputs.pair_weight``; the scores are carried to :meth:`update`."""
+        if KEYS in outputs.extra:
+            image, text = outputs.extra[KEYS]
+        elif self.encoder.find_state(MomentumQueue) is not None:
+            raise RuntimeError("AdaptiveMomentumFilter annotated before MomentumQueue (see their stages)")
+        else:
+            image, text = outputs.image_emb, outputs.text_emb
+        similarity = self.pair_scores(image.detach(), text.detach())
+        outputs.pair_weight = self.keep_mask(similarity)
+        self._log(outputs.pair_weight, batch)
+        return {"similarity": similarity}
+
+    def _log(self, keep: torch.Tensor, batch: dict) -> None:
+        logs = {"filter_kept_fraction": keep.mean(), "filter_threshold": self.threshold.detach(),
+                "filter_mean": self.mean.detach()}
+        if "noisy" in batch:  # injected noise (caption_noise > 0): how well does the filter find it?
+            noisy, dropped = batch["noisy"].bool(), 1.0 - keep
+            logs["filter_dropped_noisy"] = (dropped * noisy).sum() / noisy.sum().clamp(min=1)
+            logs["filter_dropped_clean"] = (dropped * ~noisy).sum() / (~noisy).sum().clamp(min=1)
+        self.encoder.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=keep.shape[0])
+
+    # ------------------------------------------------------------------ after the optimizer step
+    @torch.no_grad()
+    def update(self, carried: dict[str, torch.Tensor], step: int, total_steps: int) -> dict[str, float]:
+        self.update_statistics(carried["similarity"])
+        return {}
+
+    @torch.no_grad()
+    def update_statistics(self, similarity: torch.Tensor) -> None:
+        """One EMA step from all pairs of one optimizer step. The first step initialises the
+        statistics from the batch instead of blending with the zero/one init."""
         mean = similarity.float().mean()
         var = similarity.float().var(unbiased=False) if similarity.numel() > 1 else torch.zeros_like(mean)
         if int(self.steps) == 0:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from twostream.objectives.knowledge_sharing import KnowledgeSharing
+from twostream.methods.cookie.knowledge_sharing import KnowledgeSharing
 
 
 class TextualKnowledgeSharing(KnowledgeSharing):
