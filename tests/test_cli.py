@@ -48,7 +48,7 @@ def finished_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     guard = NoNetwork(mp)
     try:
-        cli = run(["fit", *tiny_args(tmp)])
+        cli = run(["fit", *tiny_args(tmp, "--trainer.check_val_every_n_epoch=1")])
     finally:
         mp.undo()
     return tmp, cli, guard.attempts
@@ -67,6 +67,11 @@ def test_fit_then_test_writes_metrics_checkpoint_and_logs(finished_run, capsys):
     # the synthetic test split's oracle ceiling, and the result as a share of it
     assert 0 < metrics["oracle"]["t2i_r1"] <= 100 and metrics["oracle"]["t2i_r10"] >= metrics["oracle"]["t2i_r1"]
     assert metrics["pct_of_oracle"]["rsum"] == pytest.approx(100 * metrics["rsum"] / metrics["oracle"]["rsum"], abs=0.01)
+    # the last validation pass, for sweeps that pick settings on validation and report test
+    val = metrics["val"]
+    assert val["rsum"] == pytest.approx(sum(val[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")),
+                                        abs=1e-3)
+    assert val["i2t_r1"] <= val["i2t_r5"] <= val["i2t_r10"] and val != {k: metrics[k] for k in val if k in metrics}
     from twostream.callbacks.run_summary import format_table
 
     assert "| oracle ceiling |" in format_table(metrics) and "| % of ceiling |" in format_table(metrics)

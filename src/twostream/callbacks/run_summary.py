@@ -42,13 +42,16 @@ class RunSummary(L.Callback):
     ``metrics.json`` holds the test recalls under plain keys (``i2t_r1`` ... ``rsum``), the median
     and mean ranks, ``fit_wall_s`` (seconds of the preceding fit in this process, if any), when the
     datamodule can compute one (synthetic data) the test split's oracle ceiling ``oracle`` and the
-    result as ``pct_of_oracle``, and, when the datamodule names its splits (MSR-VTT), ``splits``.
+    result as ``pct_of_oracle``, when the datamodule names its splits (MSR-VTT), ``splits``, and under
+    ``val`` the last validation pass of the fit (so sweeps can pick settings on validation and report
+    test: ``val.rsum`` ...; absent when nothing was validated).
     """
 
     def __init__(self, filename: str = "metrics.json"):
         self.filename = filename
         self._fit_start: float | None = None
         self.fit_wall_s: float | None = None
+        self.val: dict[str, float] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
@@ -56,6 +59,11 @@ class RunSummary(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._fit_start is not None:
             self.fit_wall_s = time.perf_counter() - self._fit_start
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.val = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("val/")}
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -67,6 +75,8 @@ class RunSummary(L.Callback):
         dm = trainer.datamodule
         if hasattr(dm, "oracle_recall"):
             metrics = add_oracle(metrics, dm.oracle_recall("test"))
+        if self.val:
+            metrics["val"] = dict(self.val)
         split_names = getattr(dm, "split_names", None) if dm is not None else None
         if split_names:  # e.g. MSR-VTT {"train": "9k", "test": "1k-A"}: results tables name the split
             metrics["splits"] = dict(split_names)
