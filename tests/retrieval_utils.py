@@ -35,11 +35,45 @@ def tiny_config(tmp: Path, name: str = "tiny", embed_dim: int = 16, seed: int = 
     return path
 
 
+_TRAINED: dict[tuple, Path] = {}
+
+
 def tiny_run(tmp: Path, name: str = "tiny", **kwargs) -> Path:
-    """Train the tiny config for 2 steps through the CLI; returns its last.ckpt (config.yaml beside checkpoints/)."""
+    """Train the tiny config for 2 steps through the CLI; returns its last.ckpt (config.yaml beside checkpoints/).
+    Runs once per test session for the same arguments (every retrieval test module shares it)."""
     from twostream.cli import main
 
-    main(["fit", "--config", str(tiny_config(tmp, name, **kwargs)), "--test_after_fit", "false"])
-    ckpts = sorted((tmp / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
-    assert ckpts, f"no checkpoint under {tmp / 'runs' / name}"
-    return ckpts[-1]
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _TRAINED or not _TRAINED[key].is_file():
+        main(["fit", "--config", str(tiny_config(tmp, name, **kwargs)), "--test_after_fit", "false"])
+        ckpts = sorted((tmp / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
+        assert ckpts, f"no checkpoint under {tmp / 'runs' / name}"
+        _TRAINED[key] = ckpts[-1]
+    return _TRAINED[key]
+
+
+def saved_run(tmp: Path, config: dict, name: str) -> Path:
+    """A run folder without training: the model ``config`` builds, saved as last.ckpt beside the config (fast;
+    the real LightningCLI files are :func:`tiny_run`'s)."""
+    import torch
+
+    from twostream.retrieval.model import build_from_config
+
+    version = tmp / "runs" / name / "version_0"
+    (version / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (version / "config.yaml").write_text(yaml.safe_dump(config))
+    model, _ = build_from_config([version / "config.yaml"])
+    torch.save({"state_dict": model.state_dict()}, version / "checkpoints" / "last.ckpt")
+    return version / "checkpoints" / "last.ckpt"
+
+
+def other_checkpoint(ckpt: Path, out: Path) -> Path:
+    """The same model with one tensor changed: another checkpoint (another SHA-256) of the same shapes."""
+    import torch
+
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    key = next(k for k in blob["state_dict"] if k.startswith("image_proj."))
+    blob["state_dict"][key] = blob["state_dict"][key] + 1.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, out)
+    return out

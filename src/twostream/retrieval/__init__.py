@@ -1,6 +1,6 @@
 """Using a trained two-stream model: embed a gallery, index it, search it, re-rank, serve a search page.
 
-``twostream embed`` (:mod:`.embed`) -> float16 shards + parquet metadata; ``twostream index``
+``twostream embed`` (:mod:`.embedding`) -> float16 shards + parquet metadata; ``twostream index``
 (:mod:`.index`) -> a FAISS index that records its model; ``twostream search`` / :class:`Retriever`
 (:mod:`.retriever`) -> top-k hits, optionally re-ranked by a cross-encoder (:mod:`.rerank`);
 ``twostream serve`` (:mod:`.serve`) -> JSON API + page. Exports resolve lazily, so importing the
@@ -9,7 +9,7 @@ package does not import torch, FAISS or FastAPI.
 from __future__ import annotations
 
 _EXPORTS = {"Retriever": "twostream.retrieval.retriever", "SearchResult": "twostream.retrieval.retriever",
-            "Hit": "twostream.retrieval.retriever", "embed": "twostream.retrieval.embed",
+            "Hit": "twostream.retrieval.retriever", "embed": "twostream.retrieval.embedding",
             "build_index": "twostream.retrieval.index", "CrossEncoderReranker": "twostream.retrieval.rerank",
             "create_app": "twostream.retrieval.serve"}
 

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(a: argparse.Namespace) -> None:
     if a.command == "embed":
-        from twostream.retrieval.embed import embed
+        from twostream.retrieval.embedding import embed
 
         devices = a.devices if a.devices == "auto" else int(a.devices)
         embed(a.out, a.ckpt, source=a.source, split=a.split, modality=a.modality, configs=a.config,

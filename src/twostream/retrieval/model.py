@@ -89,6 +89,10 @@ def build_from_config(configs: list[str | Path], overrides: tuple[str, ...] = ()
     class _Build(TwoStreamCLI):
         """Parse and instantiate model and data only: prediction runs on a trainer the caller configures."""
 
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:  # one subcommand parser, not four (a quarter of the time)
+            return {"predict": TwoStreamCLI.subcommands()["predict"]}
+
         def instantiate_trainer(self, **kwargs):
             return None
 

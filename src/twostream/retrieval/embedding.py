@@ -162,6 +162,9 @@ def embed(out: str | Path, ckpt: str | Path | None = None, *, source: str | None
     """Embed a gallery into ``out``; returns the finished manifest (with counts). See the module docstring."""
     if shard_size < 1 or batch_size < 1:
         raise ConfigError(f"--shard-size and --batch-size must be >= 1 (got {shard_size}, {batch_size})")
+    if (source is None) == (split is None):  # before the (slow) model load
+        raise ConfigError("embed: give exactly one of --split (train/val/test of the run's data) or --source "
+                          "(a folder of images/videos, a .txt/.csv/.tsv/.parquet file of captions)")
     out = Path(out)
     run = load_run(ckpt, configs)
     gallery = open_gallery(run, source, split, modality, caption_column, path_column)
