@@ -12,7 +12,8 @@ from fixtures_realdata import write_albef, write_coco_karpathy, write_flickr_kar
 
 import twostream.data.formats.albef_json as albef_json
 from twostream.cli import run
-from twostream.data import SKIPPED, CocoDataModule, Flickr30kDataModule
+from twostream.data import CocoDataModule, Flickr30kDataModule
+from twostream.data.health import REPLACED, SKIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_YAML = str(ROOT / "experiments" / "finetune" / "coco.yaml")
@@ -57,7 +58,8 @@ def test_train_epoch_substitutes_and_reports_corrupt_images(coco_fixture):
     split = dm.get_split("train")
     batches = list(dm.train_dataloader())
     assert sum(b["image"].shape[0] for b in batches) == expected.train_images  # fixed batch shapes, no drop
-    skipped = [s for b in batches for s in b.get(SKIPPED, [])]
+    skipped = [s for b in batches for s in b.get(REPLACED, [])]  # each substituted slot, once
+    assert not any(SKIPPED in b for b in batches)
     assert Counter(r for r, _ in skipped) == Counter({"corrupt_image": expected.train_runtime_bad})
     assert {k for _, k in skipped} == {"COCO_train2014_000000000004.jpg", "COCO_train2014_000000000005.jpg"}
     bad = {i for i, p in enumerate(split.image_paths) if Path(p).name in {k for _, k in skipped}}
@@ -76,7 +78,7 @@ def test_eval_loaders_keep_protocol_order(coco_fixture):
     images, captions = ([b for b in loader] for loader in dm.test_dataloader())
     assert torch.cat([b["image_index"] for b in images]).tolist() == list(range(expected.split_images["test"]))
     assert torch.cat([b["image_index"] for b in captions]).tolist() == dm.get_split("test").text_to_image
-    assert not any(SKIPPED in b for b in images)
+    assert not any(SKIPPED in b or REPLACED in b for b in images)
     assert dm.eval_num_folds("test") == 5
 
 
@@ -87,7 +89,7 @@ def test_missing_eval_image_is_scored_blank_and_reported(tmp_path):
     dm = coco(tmp_path, str(annotations))
     images = list(dm.test_dataloader()[0])
     assert sum(b["image"].shape[0] for b in images) == 10  # the protocol keeps all 10 test images
-    assert [s for b in images for s in b.get(SKIPPED, [])] == [("missing_file", victim.name)]
+    assert [s for b in images for s in b.get(REPLACED, [])] == [("missing_file", victim.name)]
 
 
 def test_flickr_karpathy_paths_and_counts(tmp_path):
@@ -97,7 +99,7 @@ def test_flickr_karpathy_paths_and_counts(tmp_path):
     dm.setup()
     assert dm.get_split("test").image_paths[0] == str(tmp_path / "3000.jpg")  # root/filename, no filepath
     assert Counter(r for r, _ in dm.load_skips) == expected.load_skips == Counter({"empty_caption": 1})
-    skipped = [s for b in dm.train_dataloader() for s in b.get(SKIPPED, [])]
+    skipped = [s for b in dm.train_dataloader() for s in b.get(REPLACED, [])]
     assert skipped == [("corrupt_image", "1004.jpg")]
     assert dm.eval_num_folds("test") == 1
 
@@ -134,7 +136,8 @@ def test_cli_fit_and_test_on_coco_formats(fmt, tmp_path, capsys):
     assert {"i2t_r1", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"} <= set(metrics)
     assert cli.model.test_recall.num_folds == 5 and cli.model.val_recall.num_folds == 1  # COCO 1K: mean of 5 folds
     assert "data: dropped 8 annotation entries while reading splits — empty_caption 7, missing_file 1" in out
-    assert "epoch 0: skipped 10 of 18 samples (55.6%) — empty_caption 7, corrupt_image 2, missing_file 1" in out
+    # 8 training images read + 8 entries dropped at load; the 2 corrupt images are counted once, not also their stand-ins
+    assert "epoch 0: skipped 10 of 16 samples (62.5%) — empty_caption 7, corrupt_image 2, missing_file 1" in out
     assert (Path(cli.trainer.logger.log_dir) / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from twostream.callbacks import DataHealth
 from twostream.callbacks.data_health import _gather, _Tally
 from twostream.data import SKIPPED, DataQualityError, SkipReason, check_bad_fraction, collate_with_skips
+from twostream.data.health import REPLACED
 from twostream.data.health import pick_examples
 
 
@@ -57,7 +58,7 @@ class _Toy(L.LightningModule):
 
 
 class _Data(L.LightningDataModule):
-    """10 samples per epoch; samples 3 and 7 report a corrupt image they replaced."""
+    """10 samples per epoch; samples 3 and 7 stand in for a corrupt image (REPLACED)."""
 
     def __init__(self, load_skips=(), batch_size: int = 5, bad_val_image: bool = True):
         super().__init__()
@@ -66,13 +67,13 @@ class _Data(L.LightningDataModule):
     def train_dataloader(self):
         items = [{"x": torch.ones(2), "image_index": i} for i in range(10)]
         for i in (3, 7):
-            items[i][SKIPPED] = [("corrupt_image", f"k{i}")]
+            items[i][REPLACED] = [("corrupt_image", f"k{i}")]
         return DataLoader(items, batch_size=self.batch_size, collate_fn=collate_with_skips)
 
     def val_dataloader(self):
         items = [{"image": torch.zeros(3), "image_index": i} for i in range(5)]
         if self.bad_val_image:
-            items[1][SKIPPED] = [("missing_file", "v1.jpg")]  # an eval image scored as blank
+            items[1][REPLACED] = [("missing_file", "v1.jpg")]  # an eval image scored as blank
         return DataLoader(items, batch_size=5, collate_fn=collate_with_skips)
 
 
@@ -89,20 +90,20 @@ def test_callback_prints_logs_and_adds_load_time_skips_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("data: dropped 1 annotation entries while reading splits — empty_caption 1; "
             "e.g. empty_caption:x.jpg#2") in out
-    assert ("epoch 0: skipped 3 of 13 samples (23.1%) — corrupt_image 2, empty_caption 1; "
+    assert ("epoch 0: skipped 3 of 11 samples (27.3%) — corrupt_image 2, empty_caption 1; "
             "e.g. empty_caption:x.jpg#2, corrupt_image:k3, corrupt_image:k7") in out
-    assert ("epoch 1: skipped 2 of 12 samples (16.7%) — corrupt_image 2; "
+    assert ("epoch 1: skipped 2 of 10 samples (20.0%) — corrupt_image 2; "
             "e.g. corrupt_image:k3, corrupt_image:k7") in out
     assert out.count("validation: skipped 1 of 5 samples (20.0%) — missing_file 1; e.g. missing_file:v1.jpg "
                      "(scored as blank)") == 3  # sanity check + 2 epochs
     assert trainer.logged_metrics["data/skipped_corrupt_image"] == 2
-    assert trainer.logged_metrics["data/skipped_fraction"] == pytest.approx(2 / 12)
+    assert trainer.logged_metrics["data/skipped_fraction"] == pytest.approx(2 / 10)
 
 
 def test_callback_stops_the_run_past_the_limit(tmp_path):
-    with pytest.raises(DataQualityError, match=r"epoch 0: 2 of 12 samples .*max_bad_fraction=0\.1.*corrupt_image:k3"):
+    with pytest.raises(DataQualityError, match=r"epoch 0: 2 of 10 samples .*max_bad_fraction=0\.1.*corrupt_image:k3"):
         _fit(tmp_path, DataHealth(max_bad_fraction=0.1), _Data(bad_val_image=False))
-    with pytest.raises(DataQualityError, match=r"epoch 0 \(first 2 batches\): 1 of 5 samples"):
+    with pytest.raises(DataQualityError, match=r"epoch 0 \(first 2 batches\): 1 of 4 samples"):
         _fit(tmp_path, DataHealth(max_bad_fraction=0.1, check_every_n_batches=1),
              _Data(batch_size=2, bad_val_image=False))
     with pytest.raises(DataQualityError, match=r"validation: 1 of 5 samples \(20\.0%\).*missing_file:v1\.jpg"):
@@ -111,7 +112,7 @@ def test_callback_stops_the_run_past_the_limit(tmp_path):
 
 def _gather_worker(rank: int, world_size: int, out_file: str) -> None:
     tally = _Tally()
-    tally.add([("corrupt_image", f"r{rank}")] * (rank + 1), good=10, num_examples=2)
+    tally.add({"image_index": torch.arange(10), SKIPPED: [("corrupt_image", f"r{rank}")] * (rank + 1)}, num_examples=2)
     counts, seen, examples = _gather(SimpleNamespace(world_size=world_size), tally)
     if rank == 0:
         with open(out_file, "w") as f:

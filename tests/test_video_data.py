@@ -18,7 +18,7 @@ from twostream.data.datamodules.synthetic_video import SyntheticVideoDataModule
 from twostream.data.datamodules.transforms import ClipReader, ClipTransform
 from twostream.data.formats.msrvtt import holdout_ids
 from twostream.data.formats.video_io import DecodeStats, VideoSkip, read_clip, sample_frame_indices
-from twostream.data.health import SKIPPED, SkipReason, collate_with_skips
+from twostream.data.health import REPLACED, SkipReason, collate_with_skips
 from twostream.data.synthetic.video import MotionClip, VideoShapesConfig, render_clip
 from twostream.data.synthetic.video_dataset import ensure_video_dataset
 
@@ -133,7 +133,7 @@ def test_training_replaces_bad_videos_deterministically(msrvtt):
     reader = ClipReader(4, ClipTransform(32, **RAW))
     dataset = VideoTrainDataset(split, reader, seed=0)
     items = [dataset[key] for key in range(len(dataset))]
-    skipped = [s for item in items for s in item.get(SKIPPED, [])]
+    skipped = [s for item in items for s in item.get(REPLACED, [])]
     assert sorted(skipped) == sorted((reason, vid) for vid, reason in msrvtt.train_runtime_bad.items())
     bad_position = msrvtt.train_videos.index("video3")
     assert items[bad_position]["image_index"] == bad_position + 1  # the next good video
@@ -150,7 +150,7 @@ def test_train_loader_batches_keep_their_size_and_carry_skips(msrvtt):
     dm = datamodule(msrvtt)
     batches = list(dm.train_dataloader())
     assert [b["image"].shape for b in batches] == [torch.Size([5, 4, 3, 32, 32])] * 2
-    skipped = [s for b in batches for s in b.get(SKIPPED, [])]
+    skipped = [s for b in batches for s in b.get(REPLACED, [])]
     assert Counter(r for r, _ in skipped) == Counter(msrvtt.train_runtime_bad.values())
 
 
@@ -159,7 +159,7 @@ def test_eval_scores_bad_videos_as_blank_and_reports_them(msrvtt):
     videos, captions = dm.test_dataloader()
     batches = list(videos)
     assert sum(b["image"].shape[0] for b in batches) == msrvtt.test_videos
-    skipped = {key: reason for b in batches for reason, key in b.get(SKIPPED, [])}
+    skipped = {key: reason for b in batches for reason, key in b.get(REPLACED, [])}
     assert skipped == msrvtt.test_runtime_bad
     centred = read_clip(msrvtt.root / "video100.mp4", 4)
     reader = dm.clip_reader()

@@ -29,6 +29,7 @@ import twostream.methods.cots  # noqa: E402,F401
 import twostream.methods.cots.tokenizer  # noqa: E402,F401
 import twostream.methods.vldeformer  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
+from twostream import cli_faults  # noqa: E402
 from twostream.config_hints import HintingArgumentParser  # noqa: E402
 
 
@@ -36,6 +37,9 @@ class TwoStreamCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="evaluate the test split with the final weights after fit")
+        parser.add_argument("--max_nonfinite_steps", type=int, default=0,
+                            help="optimizer steps with a NaN/Inf loss or gradient to skip (and count) before "
+                                 "stopping; 0: stop at the first (twostream.callbacks.NonFiniteGuard)")
         # values that must agree in two places are given once: the images the data yields are the
         # images the vision tower is built for; the towers' output size is the shared embedding size
         # (links whose target the chosen class lacks, e.g. HFTextTower's embed_dim, are skipped)
@@ -49,7 +53,22 @@ class TwoStreamCLI(LightningCLI):
         silently evaluate with the training-time value. Here the YAML + command line is the experiment
         and the checkpoint supplies weights (towers are not in the stored hyperparameters anyway)."""
 
+    def before_instantiate_classes(self) -> None:
+        """Impossible numbers are rejected now; ``--ckpt_path last`` / a run folder resumes in place."""
+        note = cli_faults.prepare(self.subcommand, self.config[self.subcommand])
+        if note:
+            print(f"twostream: {note}")
+
+    def instantiate_trainer(self, **kwargs):
+        """Every trainer stops cleanly on SIGTERM/SIGINT and on NaN, and writes checkpoints atomically."""
+        trainer = super().instantiate_trainer(**kwargs)
+        cli_faults.install(trainer, self.config[self.subcommand].get("max_nonfinite_steps", 0))
+        return trainer
+
     def after_fit(self) -> None:
+        signalled = cli_faults.finished_despite_signal(self.trainer)
+        if signalled is not None:
+            raise signalled
         if self.config[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
 
@@ -70,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in retrieval.COMMANDS:
         return retrieval.main(args)
-    run(None if argv is None else args)
+    cli_faults.run_to_exit_status(lambda: run(None if argv is None else args), args)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
                  save_embeddings: bool = False, recall_ks: tuple[int, ...] = (1, 5, 10)):
         super().__init__()
         self._save_plain_hyperparameters(inspect.currentframe())
+        if temperature <= 0 or (learn_temperature and temperature < min_temperature):
+            raise ConfigError(f"temperature={temperature:g}: expected > 0 and, when learned, >= min_temperature="
+                              f"{min_temperature:g} (the clamp after every step)")
         self.vision, self.text, self.shared, self.embed_dim = vision, text, shared, embed_dim
         dims = (vision.output_dim, text.output_dim)
         if shared is not None:
@@ -239,6 +242,7 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
                 logs[key] = value.detach()
                 if key.endswith("_loss"):
                     total = total + head.weight * value
+        self.loss_terms = {k: v for k, v in logs.items() if k.endswith("_loss")}  # NonFiniteGuard names bad ones
         return total, logs
 
     def optimizer_step(self, *args, **kwargs) -> None:

@@ -8,3 +8,10 @@ class ConfigError(ValueError):
 class WeightsNotAvailableError(FileNotFoundError):
     """Pretrained weights were requested but are not on this machine (twostream never downloads
     implicitly: fetch them once with network access, or point the config at a local path)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient; the message names the step and the bad terms.
+
+    Raised before the optimizer applies the step, so the weights (and every checkpoint written so
+    far) are the last finite ones. Exit status 3 from the CLI (see ``twostream.cli``)."""

@@ -1,7 +1,9 @@
 """Count the dirty samples the readers skipped, report them each epoch, stop when too many are bad.
 
 Why a callback: readers run in dataloader workers (and on every DDP rank), where nothing can be
-logged or stopped; they only attach ``(reason, key)`` tuples to the batch (``batch["skipped"]``).
+logged or stopped; they only attach ``(reason, key)`` tuples to the batch (``batch["skipped"]``
+for dropped samples, ``batch["replaced"]`` for those whose slot holds a stand-in; see
+:mod:`twostream.data.health` for why they count differently).
 This callback sums them over ranks, logs ``data/skipped_<reason>`` and ``data/skipped_fraction``,
 prints one line per epoch and raises :class:`DataQualityError` past ``max_bad_fraction``.
 """
@@ -13,7 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from twostream.data.health import SKIPPED, DataQualityError, check_bad_fraction, format_counts, pick_examples
+from twostream.data.health import (REPLACED, SKIPPED, DataQualityError, check_bad_fraction, format_counts,
+                                   pick_examples)
 
 Skip = tuple[str, str]
 
@@ -26,11 +29,19 @@ class _Tally:
         self.seen = 0
         self.examples: list[Skip] = []
 
-    def add(self, skips: list[Skip], good: int, num_examples: int) -> None:
+    def add(self, batch: Any, num_examples: int) -> None:
+        """One batch: its items were read, and so were the samples dropped before them; the bad ones
+        are the dropped plus those whose slot holds a stand-in."""
+        dropped, replaced = _skips(batch, SKIPPED), _skips(batch, REPLACED)
+        skips = dropped + replaced
         self.counts.update(reason for reason, _ in skips)
-        self.seen += good + len(skips)
+        self.seen += _batch_size(batch) + len(dropped)
         if skips:
             self.examples = pick_examples(self.examples + skips, num_examples)
+
+
+def _skips(batch: Any, key: str) -> list[Skip]:
+    return list(batch.get(key) or []) if isinstance(batch, dict) else []
 
 
 def _batch_size(batch: Any) -> int:
@@ -101,8 +112,7 @@ class DataHealth(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        skips = list(batch.get(SKIPPED) or []) if isinstance(batch, dict) else []
-        self._train.add(skips, _batch_size(batch), self.num_examples)
+        self._train.add(batch, self.num_examples)
         n = self.check_every_n_batches
         if n and batch_idx and batch_idx % n == 0:
             counts, seen, examples = self._totals(trainer)
@@ -130,8 +140,7 @@ class DataHealth(L.Callback):
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, batch: Any) -> None:
         if isinstance(batch, dict) and ("image" in batch or "video" in batch):
-            skips = list(batch.get(SKIPPED) or [])  # bad eval items stay in the batch (scored as blank)
-            self._eval.add(skips, _batch_size(batch) - len(skips), self.num_examples)
+            self._eval.add(batch, self.num_examples)  # bad eval items stay in the batch (scored as blank)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._eval_batch(batch)

@@ -46,6 +46,8 @@ class TrainingStateCallback(L.Callback):
         if not pending:
             return
         carried = {key: gather_no_grad(torch.cat([p[key] for p in pending])) for key in pending[0]}
+        if not all(bool(torch.isfinite(v).all()) for v in carried.values() if v.is_floating_point()):
+            return  # a non-finite step (skipped by NonFiniteGuard) never enters a queue or a statistic
         total = int(trainer.estimated_stepping_batches)
         for state in pl_module.state.values():
             for key, value in state.update(carried, trainer.global_step, total).items():

@@ -3,9 +3,19 @@
 Why: real web data has dead links, truncated JPEGs, empty captions and annotation paths that do
 not exist on disk. A reader that crashes on the first one wastes a run; one that silently drops
 them hides a broken download. So readers skip a bad sample and attach ``(reason, sample key)`` to
-the next item they do return; :func:`collate_with_skips` carries those tuples into the batch under
-``SKIPPED``, where the :class:`~twostream.callbacks.DataHealth` callback counts, logs and, past a
-limit, stops the run with :class:`DataQualityError`.
+an item they do return, under one of two keys, because the two cases count differently:
+
+- ``SKIPPED``: the bad sample was dropped and the item is the next sample of the stream (web
+  shards). Samples read = items + dropped ones.
+- ``REPLACED``: the item *stands in* for the bad sample, in its slot (a map-style training set
+  substitutes the next good image so batches keep their size; evaluation scores a blank image).
+  Samples read = items; the stand-in is not a good sample of its own.
+
+So the bad fraction is (dropped + replaced) / (items + dropped), exactly the share of bad samples
+in what was read (10 bad of 12 is 83 %, not the 10 / 22 of counting stand-ins as good).
+:func:`collate_with_skips` carries both lists into the batch, where the
+:class:`~twostream.callbacks.DataHealth` callback counts, logs and, past a limit, stops the run
+with :class:`DataQualityError`.
 """
 from __future__ import annotations
 
@@ -15,7 +25,8 @@ from typing import Any
 
 from torch.utils.data import default_collate
 
-SKIPPED = "skipped"  # batch key: list[tuple[str, str]] of (reason, sample key) skipped since the previous item
+SKIPPED = "skipped"  # batch key: list[tuple[str, str]] of (reason, sample key) dropped since the previous item
+REPLACED = "replaced"  # batch key: (reason, sample key) of bad samples whose slot holds a stand-in
 
 
 class SkipReason:
@@ -36,23 +47,20 @@ Skip = tuple[str, str]
 
 
 def collate_with_skips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """``default_collate`` the items; their ``SKIPPED`` lists become one list ``batch[SKIPPED]``.
+    """``default_collate`` the items; their ``SKIPPED`` / ``REPLACED`` lists become one list each.
 
-    The key is only added when some item carried it, so clean sources keep their exact batch keys.
-    The list of tuples survives Lightning's device transfer unchanged (strings are not moved).
+    A key is only added when some item carried it, so clean sources keep their exact batch keys.
+    The lists of tuples survive Lightning's device transfer unchanged (strings are not moved).
     """
-    skipped: list[Skip] = []
-    carried = False
+    lists: dict[str, list[Skip]] = {}
     rest = []
     for item in items:
-        if SKIPPED in item:
-            carried = True
-            skipped.extend((str(reason), str(key)) for reason, key in item[SKIPPED])
-            item = {k: v for k, v in item.items() if k != SKIPPED}
-        rest.append(item)
+        for key in (SKIPPED, REPLACED):
+            if key in item:
+                lists.setdefault(key, []).extend((str(reason), str(k)) for reason, k in item[key])
+        rest.append({k: v for k, v in item.items() if k not in (SKIPPED, REPLACED)})
     batch = default_collate(rest) if rest else {}
-    if carried:
-        batch[SKIPPED] = skipped
+    batch.update(lists)
     return batch
 
 
@@ -89,7 +97,8 @@ def pick_examples(skips: Sequence[Skip], n: int) -> list[Skip]:
 
 
 class SkipLog:
-    """Skips collected while producing one item; ``attach`` puts them on the item (if any)."""
+    """Skips collected while producing one item; ``attach`` puts them on the item (if any), under
+    ``SKIPPED`` (dropped samples) or, with ``replaced=True``, ``REPLACED`` (the item stands in)."""
 
     def __init__(self) -> None:
         self.skips: list[Skip] = []
@@ -97,14 +106,15 @@ class SkipLog:
     def add(self, reason: str, key: str) -> None:
         self.skips.append((reason, key))
 
-    def attach(self, item: dict[str, Any]) -> dict[str, Any]:
+    def attach(self, item: dict[str, Any], replaced: bool = False) -> dict[str, Any]:
         if self.skips:
-            item[SKIPPED] = self.skips
+            item[REPLACED if replaced else SKIPPED] = self.skips
             self.skips = []
         return item
 
 
 __all__ = [
+    "REPLACED",
     "SKIPPED",
     "DataQualityError",
     "Skip",

@@ -108,7 +108,7 @@ class OpenCLIPVisionTower(nn.Module):
         """``patch_mask`` [B, gh*gw] bool: those patch embeddings are replaced by ``mask_token``
         [width] before position embeddings are added (masked vision modeling)."""
         if tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(f"vision tower expects {self.image_size} images, got {tuple(images.shape[-2:])}: "
+            raise ConfigError(f"vision tower expects {self.image_size} images, got {tuple(images.shape[-2:])}: "
                              f"set the datamodule's image_size to match the tower config")
         if patch_mask is None:
             pooled, tokens = self.net(images)

@@ -38,6 +38,9 @@ class _JsonRetrievalDataModule(RetrievalDataModule):
             self._source = AnnotationSource(self.annotations, self.root, self.format)
         return self._source
 
+    def has_split(self, name: str) -> bool:
+        return name in self.source.files
+
     def split_source(self, name: str) -> str:
         return str(self.source.path(name))
 

@@ -31,7 +31,7 @@ from twostream.data.formats.msrvtt import (DATA_JSON, TEST_1KA_CSV, TRAIN_CSV, I
                                           read_csv_rows, read_msrvtt_json)
 from twostream.data.formats.retrieval_split import RetrievalSplit, check_split_name
 from twostream.data.formats.video_io import VideoSkip
-from twostream.data.health import SKIPPED, DataQualityError, Skip
+from twostream.data.health import REPLACED, DataQualityError, Skip
 from twostream.errors import ConfigError
 
 TRAIN_SPLITS, TEST_SPLITS, VAL_SPLITS = ("9k", "7k", "full"), ("1k-A", "full"), ("holdout", "test")
@@ -67,16 +67,17 @@ class VideoTrainDataset(RetrievalTrainDataset):
                 else:
                     item = {"image": clip, "caption": self.split.captions[text_index], "image_index": index,
                             "text_index": text_index}
-                    return {**item, SKIPPED: skips} if skips else item
-            skips.append((self._bad[index], Path(path).stem))
-        raise DataQualityError(f"none of the {len(self)} training videos could be read, e.g. {skips[:3]}")
+                    return {**item, REPLACED: skips} if skips else item
+            if attempt == 0:  # the requested video; later bad candidates count when they are requested
+                skips.append((self._bad[index], Path(path).stem))
+        raise DataQualityError(f"all {len(self)} of {len(self)} training videos (100%) are unreadable, e.g. {skips[:3]}")
 
 
 class VideoEvalDataset(Dataset):
     """Every video of an evaluation split once, centred frames.
 
     A video that is missing or fails to decode becomes an all-zero clip, reported under
-    ``SKIPPED``: protocol sizes stay fixed (the metric needs every index), and a blank video that
+    ``REPLACED``: protocol sizes stay fixed (the metric needs every index), and a blank video that
     counts as a miss is honest where silently shrinking the test set is not.
     """
 
@@ -93,7 +94,7 @@ class VideoEvalDataset(Dataset):
         except VideoSkip as e:
             size = self.reader.transform.size
             blank = torch.zeros(self.reader.num_frames, 3, size, size)
-            return {"image": blank, "image_index": index, SKIPPED: [(e.reason, Path(path).stem)]}
+            return {"image": blank, "image_index": index, REPLACED: [(e.reason, Path(path).stem)]}
 
 
 # ----------------------------------------------------------------------------- DataModule
@@ -102,7 +103,7 @@ class MSRVTTDataModule(RetrievalDataModule):
     ``batch["image"]`` is [B, T, 3, H, W] and ``image_index`` the video's position in the split.
 
     ``load_skips`` lists the (reason, video_id) found while reading annotations; training items
-    carry their runtime skips under ``SKIPPED`` (see :mod:`twostream.data.health`).
+    carry their runtime skips under ``REPLACED`` (see :mod:`twostream.data.health`).
     """
 
     def __init__(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from twostream.data.datamodules.resumable import LoaderPosition, ResumableLoader
 from twostream.data.datamodules.retrieval_datasets import (
     EpochKeySampler,
     RetrievalCaptionDataset,
@@ -32,6 +34,7 @@ from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD, Transform
 from twostream.data.formats.retrieval_split import (VALID_SPLITS, RetrievalSplit, check_split_name, screen_split,
                                                     subset_split)
 from twostream.data.health import collate_with_skips
+from twostream.errors import ConfigError
 from twostream.metrics.unimodal import group_ids
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -80,10 +83,23 @@ class RetrievalDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self._splits: dict[str, RetrievalSplit] = {}
         self.load_skips: list[tuple[str, str]] = []  # (reason, key) dropped while reading splits
+        self.train_position = LoaderPosition()  # where the train loader is in its epoch (checkpointed)
+
+    def state_dict(self) -> dict:
+        """The train loader's position, so a mid-epoch checkpoint resumes at the next batch."""
+        return {"train_position": self.train_position.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_position" in state_dict:
+            self.train_position.load_state_dict(state_dict["train_position"])
 
     def load_split(self, name: str) -> RetrievalSplit:
         """Read split ``name`` ("train" | "val" | "test") from wherever this source keeps it."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_split(name)")
+
+    def has_split(self, name: str) -> bool:
+        """Whether the source has split ``name`` at all (an ALBEF/LAVIS folder may lack val)."""
+        return True
 
     def split_source(self, name: str) -> str:
         """Where split ``name`` is read from, for error messages (subclasses name their file)."""
@@ -110,7 +126,22 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for name in _STAGE_SPLITS.get(stage or "", VALID_SPLITS):
+            if name == "val" and stage == "fit" and not self.has_split("val"):
+                self._fit_without_validation()
+                continue
             self.get_split(name)
+
+    def _fit_without_validation(self) -> None:
+        """No val split: train without validation, unless a callback needs a val metric to work."""
+        callbacks = getattr(self.trainer, "callbacks", None) or []
+        needs = sorted({f"{type(cb).__name__}(monitor={cb.monitor!r})" for cb in callbacks
+                        if str(getattr(cb, "monitor", None) or "").startswith("val")})
+        where = f"{type(self).__name__} ({self.split_source('train')})"
+        if needs:
+            raise ConfigError(f"{where} has no val split, but {', '.join(needs)} needs validation metrics: add a val "
+                              f"annotation file (e.g. annotations: {{train: ..., val: ..., test: ...}}), or set "
+                              f"that callback's monitor to null (and save_top_k: 0) to train without validation")
+        rank_zero_warn(f"{where} has no val split: fit runs without validation")
 
     def eval_split_sizes(self, name: str) -> tuple[int, int]:
         """(number of images, number of captions) of an evaluation split."""
@@ -121,6 +152,8 @@ class RetrievalDataModule(L.LightningDataModule):
         """Group id per image of ``split_name`` for image->image recall (equal ids: same scene
         description, see :func:`~twostream.metrics.unimodal.unimodal_recall`); None when the source
         has no scene descriptions (real photos: no ground truth for which images depict the same)."""
+        if not self.has_split(split_name):
+            return None
         split = self.get_split(split_name)
         return None if split.scenes is None else group_ids(split.scenes)
 
@@ -137,7 +170,7 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._loader(dataset, self.batch_size, sampler=EpochKeySampler(len(dataset)), drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("val")
+        return self._eval_loaders("val") if self.has_split("val") else []
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
@@ -152,7 +185,9 @@ class RetrievalDataModule(L.LightningDataModule):
         ]
 
     def _loader(self, dataset: Dataset, batch_size: int, drop_last: bool, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
+        """A loader; with a ``sampler`` (training) one that resumes mid-epoch at the exact batch."""
+        resumable = {} if sampler is None else {"position": self.train_position}
+        return (DataLoader if sampler is None else ResumableLoader)(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -161,4 +196,5 @@ class RetrievalDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_with_skips,
+            **resumable,
         )

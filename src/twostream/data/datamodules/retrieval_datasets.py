@@ -4,7 +4,7 @@
 Items follow the batch contract in :mod:`twostream.data.datamodules.retrieval`. Dirty data: an
 image that fails to decode is replaced in training by the next good image (fixed batch shapes for
 DDP) and scored as a blank image in evaluation (fixed protocol sizes); either way the skip rides
-on the item under ``SKIPPED`` (see :mod:`twostream.data.health`).
+on the item under ``REPLACED`` (see :mod:`twostream.data.health`).
 
 Seeds: the shuffle of epoch ``e`` and every per-item draw come from :mod:`twostream.seeding`
 (``epoch_seed``, ``sample_rng``), keyed by the run seed, the epoch and the sample key only.
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from twostream import seeding
 from twostream.data.datamodules.transforms import Transform
 from twostream.data.formats.retrieval_split import RetrievalSplit
-from twostream.data.health import SkipLog, SkipReason
+from twostream.data.health import DataQualityError, SkipLog, SkipReason
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -100,7 +100,7 @@ class RetrievalTrainDataset(Dataset):
             "caption": self.split.captions[text_index],
             "image_index": index,
             "text_index": text_index,
-        })
+        }, replaced=True)
 
     def _first_good_image(self, index: int) -> tuple[int, Image.Image, SkipLog]:
         """Image ``index``, or if it is bad the next good one (wrapping): deterministic, so a
@@ -113,8 +113,8 @@ class RetrievalTrainDataset(Dataset):
                 return candidate, image, log
             if step == 0:
                 log.add(reason, os.path.basename(self.split.image_paths[candidate]))
-        raise RuntimeError(f"none of the {len(self):,} training images could be read (first: "
-                           f"{self.split.image_paths[0]}); check the image root and the files")
+        raise DataQualityError(f"all {len(self):,} of {len(self):,} training images (100%) are unreadable (first: "
+                               f"{self.split.image_paths[0]}); check the image root and the files")
 
 
 class RetrievalImageDataset(Dataset):
@@ -134,7 +134,7 @@ class RetrievalImageDataset(Dataset):
         if image is None:
             log.add(reason, os.path.basename(path))
             image = Image.new("RGB", (32, 32))
-        return log.attach({"image": self.transform(image), "image_index": index})
+        return log.attach({"image": self.transform(image), "image_index": index}, replaced=True)
 
 
 class RetrievalCaptionDataset(Dataset):

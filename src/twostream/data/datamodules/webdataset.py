@@ -186,6 +186,9 @@ class WebDatasetDataModule(RetrievalDataModule):
             for name in {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage or "", ("val", "test")):
                 self.get_split(name)
 
+    def has_split(self, name: str) -> bool:
+        return name == "train" or (self.eval_source is not None and name in self.eval_source.files)
+
     def split_source(self, name: str) -> str:
         return str(self.shards) if name == "train" or self.eval_source is None else str(self.eval_source.path(name))
 

@@ -99,7 +99,7 @@ class SingleStreamModel(L.LightningModule):
         itm = F.binary_cross_entropy_with_logits(logits, labels)
         self.log("train/itm_loss", itm, batch_size=b)
         self.log("train/itm_acc", ((logits > 0).float() == labels).float().mean(), batch_size=b)
-        loss = itm
+        loss, self.loss_terms = itm, {"itm_loss": itm.detach()}  # NonFiniteGuard names a bad one
         if self.mlm_head is not None:
             loss = loss + self.hparams.mlm_weight * self._mlm(ids, mask, images, gen, b)
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
@@ -113,6 +113,7 @@ class SingleStreamModel(L.LightningModule):
         logits = self.mlm_head(hidden[:, : ids.shape[1]])
         loss = F.cross_entropy(logits[selected], ids[selected]) if selected.any() else logits.sum() * 0
         self.log("train/mlm_loss", loss, batch_size=b)
+        self.loss_terms["mlm_loss"] = loss.detach()
         return loss
 
     def configure_optimizers(self):
