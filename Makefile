@@ -23,7 +23,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pretrain finetune tokenizer teacher ablate tables testbed test bench clean-runs help
+.PHONY: install pretrain finetune tokenizer teacher ablate tables testbed test test-browser bench clean-runs help
 
 help:
 	@echo "make pretrain [CONFIG=path.yaml]   train + evaluate (default: tiny model on synthetic shapes)"
@@ -34,6 +34,7 @@ help:
 	@echo "make tables [SEEDS=5] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
 	@echo "make testbed [SEEDS=5]             the testbed measurements of docs/testbed.md (recipes, default and mini-schedule seeds)"
 	@echo "make test                          CPU, offline test suite"
+	@echo "make test-browser                  the search page in Debian's headless Chromium (installs it; screenshot)"
 	@echo "make bench                         benchmarks -> experiments/results/*.md"
 
 install: $(STAMP)
@@ -42,7 +43,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt tools/install_fix.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) torch torchvision
-	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev,serve]"
 	@$(BIN)/python -c "import torchvision.ops" 2>/dev/null || $(BIN)/python tools/install_fix.py
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
@@ -103,6 +104,15 @@ testbed: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# `twostream serve`'s page in a real headless browser (Debian's chromium + chromium-driver, installed with apt
+# when missing; needs root or sudo): types a query, uploads an image, screenshots -> $(BROWSER_SHOT)
+BROWSER_SHOT ?= runs/test-browser/search_page.png
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(if $(shell command -v sudo 2>/dev/null),sudo) apt-get update -qq && \
+		$(if $(shell command -v sudo 2>/dev/null),sudo) apt-get install -y -qq chromium chromium-driver; }
+	TWOSTREAM_BROWSER=1 TWOSTREAM_BROWSER_SHOT=$(BROWSER_SHOT) $(BIN)/python -m pytest -m browser tests/test_serve_browser.py $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/recall_eval.py
 	$(BIN)/python experiments/benchmarks/cots_step.py
@@ -110,6 +120,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/data_video.py
 	$(BIN)/python experiments/benchmarks/collect_data.py
 	$(BIN)/python experiments/benchmarks/efficiency.py
+	$(BIN)/python experiments/benchmarks/search.py
 	$(if $(shell command -v nvidia-smi 2>/dev/null),$(BIN)/python experiments/benchmarks/gpu_throughput.py,@echo "no GPU: skipping experiments/benchmarks/gpu_throughput.py")
 
 # every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check (it

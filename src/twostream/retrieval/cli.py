@@ -106,6 +106,11 @@ def _run(a: argparse.Namespace) -> None:
     else:
         from twostream.retrieval.retriever import Retriever
 
+        sock = None
+        if a.command == "serve":  # a port in use fails before the seconds of loading the model
+            from twostream.retrieval.serve import bind
+
+            sock = bind(a.host, a.port)
         retriever = Retriever.from_index(a.index, a.ckpt, a.config, rerank=a.rerank, ef_search=a.ef_search,
                                          nprobe=a.nprobe)
         if a.command == "search":
@@ -113,7 +118,7 @@ def _run(a: argparse.Namespace) -> None:
         else:
             from twostream.retrieval.serve import serve
 
-            serve(retriever, a.host, a.port)
+            serve(retriever, sock=sock)
 
 
 def _search(retriever, a: argparse.Namespace) -> None:

@@ -111,7 +111,7 @@ def _train(index, root: Path, manifest: dict, n: int, spec: str, seed: int) -> N
                           f"the gallery has {n:,}: use --kind flat or hnsw, or a smaller --nlist")
     if hasattr(index, "do_polysemous_training"):
         index.do_polysemous_training = False  # Hamming-filter training, for polysemous search only: 20x the time
-    index.train(gallery_vectors(root, manifest, _sample(n, max(64 * nlist, 10_000), seed)))
+    index.train(gallery_vectors(root, manifest, _sample(n, max(39 * nlist, 10_000), seed)))
 
 
 def _add_all(index, root: Path, manifest: dict, n: int, progress: bool) -> None:

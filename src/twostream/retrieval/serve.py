@@ -120,12 +120,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(retriever, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve until interrupted; prints the address (the real port when ``port`` is 0)."""
+def serve(retriever, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          sock: socket.socket | None = None) -> None:
+    """Serve until interrupted on ``sock`` (or a new socket on host:port); prints the address (the real port
+    when ``port`` is 0)."""
     import uvicorn
 
-    sock = bind(host, port)
+    sock = sock or bind(host, port)
+    host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(create_app(retriever), log_level=log_level))
-    print(f"serving {retriever.info['count']:,} {retriever.info['modality']}s on http://{host}:{sock.getsockname()[1]}/",
-          flush=True)
+    print(f"serving {retriever.info['count']:,} {retriever.info['modality']}s on http://{host}:{port}/", flush=True)
     server.run(sockets=[sock])
