@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -75,6 +76,32 @@ def test_sigint_exits_130_and_ckpt_path_last_resumes_the_newest_run_in_place(tmp
     assert load(tmp_path / "runs" / "ctrlc" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
+def test_resume_targets_pass_over_incomplete_checkpoints_and_list_the_runs(tmp_path):
+    from twostream.errors import ConfigError
+    from twostream.resume import resolve
+
+    runs = tmp_path / "runs"
+    for version, content in ((0, "whole"), (1, "empty"), (2, None)):
+        folder = runs / "default" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        if content == "whole":
+            torch.save({"global_step": 4}, folder / "last.ckpt")
+        elif content == "empty":
+            (folder / "last.ckpt").write_bytes(b"")  # what a killed non-atomic save leaves
+    v0 = runs / "default" / "version_0"
+    found = resolve("last", str(runs), "default")
+    assert (found.checkpoint, found.run_dir) == (v0 / "checkpoints" / "last.ckpt", v0)
+    assert found.note == "newer run(s) without a checkpoint: version_2, version_1"
+    assert found.logger_fields == {"save_dir": str(runs), "name": "default", "version": "version_0"}
+    assert resolve(str(runs / "default"), None, None).run_dir == v0 == resolve(str(v0), None, None).run_dir
+    assert resolve(str(v0 / "checkpoints" / "last.ckpt"), None, None) is None  # a file: Lightning's meaning
+    with pytest.raises(ConfigError, match=r"not a complete checkpoint \(0 bytes"):
+        resolve(str(runs / "default" / "version_1" / "checkpoints" / "last.ckpt"), None, None)
+    with pytest.raises(ConfigError, match=r"no runs in .*other; runs under .*: default: version_2 \(no checkpoint\), "
+                                          r"version_1 \(no checkpoint\), version_0 \(last.ckpt\)"):
+        resolve("last", str(runs), "other")
+
+
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_sigterm_under_ddp_stops_every_rank_after_the_same_step(tmp_path):
@@ -89,6 +116,30 @@ def test_sigterm_under_ddp_stops_every_rank_after_the_same_step(tmp_path):
     assert stops[0] == stops[1] == {"step": 6, "exception": "SIGTERMException"}  # rank 1 never got the signal
     ckpt = load(tmp_path / "runs" / "ddp" / "version_0" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 6 and ckpt["SyntheticShapesDataModule"]["train_position"] == {"epoch": 1, "batches": 2}
+
+
+def test_streamed_shards_resume_mid_epoch_at_the_same_batch(tmp_path):
+    """CC3M-style web shards (the *_cc3m configs): the datamodule's checkpointed position makes the
+    resumed epoch replay and drop the batches already trained on, so the rest comes in the same order."""
+    from fixtures_realdata import web_samples, write_img2dataset_webdataset
+
+    from twostream.data import WebDatasetDataModule
+
+    write_img2dataset_webdataset(tmp_path, web_samples(2, 12, dirty=False))
+
+    def datamodule():
+        dm = WebDatasetDataModule(shards=str(tmp_path / "*.tar"), batch_size=3, image_size=32, num_workers=2, seed=0,
+                                  shuffle_buffer=8)
+        dm.trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=1)
+        return dm
+
+    dm = datamodule()
+    loader = dm.train_dataloader()
+    straight = [b["image_index"].tolist() for b in loader]
+    assert len(straight) == 8 and dm.state_dict()["train_position"] == {"epoch": 1, "batches": 8}
+    resumed = datamodule()
+    resumed.load_state_dict({"train_position": {"epoch": 1, "batches": 3}})
+    assert [b["image_index"].tolist() for b in resumed.train_dataloader()] == straight[3:]
 
 
 def load_json(path):
@@ -216,6 +267,22 @@ def test_user_errors_are_one_message_and_exit_2_internal_errors_keep_the_traceba
     monkeypatch.setattr(TwoStreamEncoder, "training_step", broken)
     with pytest.raises(KeyError, match="an internal bug"):
         cli(["fit", *tiny_args(tmp_path, NO_TEST, name="bug")])
+
+
+def test_errors_are_sorted_by_where_they_come_from():
+    from twostream.data.formats.karpathy import load_json
+    from twostream.error_report import exit_status, message
+
+    with pytest.raises(FileNotFoundError) as data_error:
+        load_json(__import__("pathlib").Path("/no/such.json"), "annotation file")
+    assert exit_status(data_error.value) == 2  # raised by a data reader: the user's to fix
+    with pytest.raises(ValueError) as ours:
+        int("not a number")
+    assert exit_status(ours.value) is None  # anywhere else: a bug, keep the traceback
+    worker = ValueError('Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call '
+                        'last):\n  File "/x/src/twostream/data/formats/karpathy.py", line 3, in f\n    raise '
+                        'ValueError(msg)\nValueError: a.json is not valid JSON')
+    assert exit_status(worker) == 2 and message(worker) == "a.json is not valid JSON"
 
 
 # ----------------------------------------------------------------------------- 7. optional val split

@@ -42,10 +42,15 @@ class Resume:
                 "version": self.run_dir.name}
 
 
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A ``torch.distributed.checkpoint`` folder (FSDP2's ``last.ckpt/``): its ``.metadata`` is written last."""
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
 def is_complete(path: Path) -> bool:
-    """A whole torch checkpoint (zip archive), not a truncated or empty file."""
+    """A whole torch checkpoint (zip archive, or a sharded folder), not a truncated or empty file."""
     try:
-        return path.is_file() and path.stat().st_size > 0 and zipfile.is_zipfile(path)
+        return is_sharded_checkpoint(path) or (path.is_file() and path.stat().st_size > 0 and zipfile.is_zipfile(path))
     except OSError:
         return False
 
@@ -104,7 +109,7 @@ def resolve(ckpt_path: str, save_dir: str | None, name: str | None) -> Resume | 
     path = Path(ckpt_path)
     if "://" in ckpt_path:
         return None  # remote: Lightning's (fsspec) business
-    if not path.is_dir():
+    if not path.is_dir() or is_sharded_checkpoint(path):
         if not path.exists() and ckpt_path not in ("best", "hpc", "registry"):
             parent = path.parent if path.suffix else path
             raise ConfigError(f"--ckpt_path {ckpt_path}: no such file or folder; "

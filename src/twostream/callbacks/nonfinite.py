@@ -33,7 +33,9 @@ def _nonfinite_terms(pl_module: L.LightningModule) -> dict[str, float]:
 
 def _nonfinite_grads(pl_module: L.LightningModule, limit: int = 3) -> tuple[bool, list[str]]:
     """(any non-finite gradient, the first ``limit`` parameter names holding one)."""
-    named = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+    # a sharded (FSDP2 DTensor) gradient is checked shard by shard: the flag is all-reduced afterwards
+    named = [(n, getattr(p.grad, "to_local", lambda g=p.grad: g)()) for n, p in pl_module.named_parameters()
+             if p.grad is not None]
     if not named:
         return False, []
     finite = torch.stack([torch.isfinite(g).all() for _, g in named])

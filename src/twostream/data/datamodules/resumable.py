@@ -63,6 +63,14 @@ class LoaderPosition:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.pending = (int(state.get("epoch", 0)), int(state.get("batches", 0)))
 
+    def start(self, epoch: int, length: int) -> int:
+        """An iteration of ``epoch`` (``length`` batches) begins: how many of its batches were already
+        consumed according to a restored position (0 unless it is that epoch's, mid-way)."""
+        pending, self.pending = self.pending, None
+        skip = pending[1] if pending is not None and pending[0] == epoch and pending[1] < length else 0
+        self.epoch, self.batches = epoch, skip
+        return skip
+
 
 class ResumableLoader(DataLoader):
     """A map-style ``DataLoader`` (with a batch sampler) that records and resumes its position.
@@ -87,13 +95,7 @@ class ResumableLoader(DataLoader):
         return sampler
 
     def __iter__(self) -> Iterator[Any]:
-        epoch, skip, pending = sampler_epoch(self), 0, self.position.pending
-        if pending is not None:
-            self.position.pending = None
-            if pending[0] == epoch and pending[1] < len(self):
-                skip = pending[1]
-        self._skip = skip
-        self.position.epoch, self.position.batches = epoch, skip
+        self._skip = self.position.start(sampler_epoch(self), len(self))
         for batch in super().__iter__():
             self.position.batches += 1
             yield batch

@@ -14,8 +14,12 @@ Epochs: the shard order and the shuffle buffer are seeded by ``seed + epoch``. L
 ``set_epoch`` only on samplers, which an iterable DataLoader has none of, so
 :class:`EpochAwareLoader` (a DataLoader) sets the trainer's current epoch on the dataset each time
 an epoch's iterator is created, in the main process; HF keeps the epoch in shared memory, so
-persistent workers see it. Epoch-level resume is therefore exact; mid-epoch resume is not (the
-epoch's stream restarts from its beginning).
+persistent workers see it. Epoch-level resume is therefore exact. Mid-epoch resume is exact too, at
+a cost: the datamodule checkpoints how many batches of the epoch were trained on
+(:class:`~twostream.data.datamodules.resumable.LoaderPosition`), and the resumed epoch's stream is
+re-read from its start and those batches dropped before the model sees them (a stream has no
+index to jump to, and HF assigns shards to worker processes by their id, so every worker must
+replay its part), so resuming half-way through an epoch costs the loading time of that half.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from twostream import seeding
+from twostream.data.datamodules.resumable import LoaderPosition
 from twostream.data.datamodules.retrieval import RetrievalDataModule
 from twostream.data.datamodules.transforms import CLIP_MEAN, CLIP_STD, Transform
 from twostream.data.formats.albef_json import AnnotationSource
@@ -102,20 +107,28 @@ class WebImageTextStream(IterableDataset):
 
 
 class EpochAwareLoader(DataLoader):
-    """A DataLoader that tells its dataset the epoch each time an epoch's iterator is created.
+    """A DataLoader that tells its dataset the epoch each time an epoch's iterator is created, and
+    records (and after a resume, replays and drops) the batches of the epoch already consumed.
 
-    ``epoch_fn`` returns the epoch (the trainer's ``current_epoch``) or None to leave it alone.
+    ``epoch_fn`` returns the epoch (the trainer's ``current_epoch``) or None to leave it alone;
+    ``position``: the datamodule's :class:`LoaderPosition`.
     """
 
-    def __init__(self, *args: Any, epoch_fn: Callable[[], int | None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, epoch_fn: Callable[[], int | None] | None = None,
+                 position: LoaderPosition | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.epoch_fn = epoch_fn
+        self.position = position if position is not None else LoaderPosition()
 
     def __iter__(self):
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
         if epoch is not None:
             self.dataset.set_epoch(int(epoch))
-        return super().__iter__()
+        skip = self.position.start(int(epoch or 0), len(self))
+        for n, batch in enumerate(super().__iter__()):
+            if n >= skip:
+                self.position.batches = n + 1
+                yield batch
 
 
 def current_rank_and_world(trainer: Any) -> tuple[int, int]:
@@ -215,7 +228,8 @@ class WebDatasetDataModule(RetrievalDataModule):
         workers = min(self.num_workers, stream.source.num_shards)
         return EpochAwareLoader(stream, batch_size=self.batch_size, drop_last=True, num_workers=workers,
                                 pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                                collate_fn=collate_with_skips, epoch_fn=self._trainer_epoch)
+                                collate_fn=collate_with_skips, epoch_fn=self._trainer_epoch,
+                                position=self.train_position)
 
     def _trainer_epoch(self) -> int | None:
         return None if self.trainer is None else int(self.trainer.current_epoch)
