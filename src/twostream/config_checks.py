@@ -76,8 +76,10 @@ def problems(config: dict) -> list[str]:
                 break
     owner = {id(args): parent for args, parent in _parents(config)}
     for path, name, value, holder in _numbers(config):
-        if name == "temperature" and value > 0 and holder.get("learn_temperature", True) is not False:
-            low = holder.get("min_temperature", _class_default(holder, owner.get(id(holder)), "min_temperature"))
+        parent = owner.get(id(holder))
+        learned = holder.get("learn_temperature", _class_default(holder, parent, "learn_temperature"))
+        if name == "temperature" and value > 0 and learned is not False:  # a fixed temperature is never clamped
+            low = holder.get("min_temperature", _class_default(holder, parent, "min_temperature"))
             if isinstance(low, (int, float)) and value < low:
                 found.append(f"{path}: {value:g} is below min_temperature={low:g} (the clamp applied after every "
                              f"step); raise temperature or lower min_temperature")

@@ -107,6 +107,9 @@ class Interruption(Checkpoint):
         return int(mine.item())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        done = batch_idx + 1
+        if done % trainer.accumulate_grad_batches and done != trainer.num_training_batches:
+            return  # mid gradient accumulation: stop where the optimizer has stepped (grads are not saved)
         signum = self._agreed_signal(trainer)
         if not signum:
             return
