@@ -2,10 +2,11 @@
 
 Which readers: a video run (``VideoTower``) reads videos with its datamodule's clip reader, every
 other run reads images with its datamodule's evaluation transform, so an embedded gallery sees
-exactly what evaluation saw.
+exactly what evaluation saw. Paths are stored absolute: a server started elsewhere still finds them.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from twostream.errors import ConfigError
@@ -69,12 +70,12 @@ def _split_rows(run: LoadedRun, split: str, modality: str) -> Gallery:
     described = {"kind": "split", "split": split, "datamodule": type(data).__name__, "config": str(run.config)}
     if modality == "text":
         rows = {"source_index": list(range(s.num_captions)), "caption": list(s.captions),
-                "path": [s.image_paths[i] for i in s.text_to_image]}
+                "path": [os.path.abspath(s.image_paths[i]) for i in s.text_to_image]}
     else:
         first = {}
         for text, image in zip(s.captions, s.text_to_image):
             first.setdefault(image, text)
-        rows = {"source_index": list(range(s.num_images)), "path": list(s.image_paths),
+        rows = {"source_index": list(range(s.num_images)), "path": [os.path.abspath(p) for p in s.image_paths],
                 "caption": [first.get(i) for i in range(s.num_images)]}
     return Gallery(modality, rows, described)
 
@@ -85,7 +86,7 @@ def _source_rows(path: Path, modality: str, vision: str, caption_column: str, pa
         if modality == "text":
             raise ConfigError(f"--source {path} is a folder: embed its {vision}s (no --modality text), or give a "
                               f"captions file")
-        files = list_files(path, VIDEO_EXTENSIONS if vision == "video" else IMAGE_EXTENSIONS)
+        files = list_files(path.resolve(), VIDEO_EXTENSIONS if vision == "video" else IMAGE_EXTENSIONS)
         rows = {"source_index": list(range(len(files))), "path": files,
                 "caption": [sidecar_caption(f) for f in files]}
         return Gallery(modality, rows, described)

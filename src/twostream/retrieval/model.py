@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ def build_from_config(configs: list[str | Path], overrides: tuple[str, ...] = ()
     import lightning as L
 
     args = ["predict"] + [a for c in configs for a in ("--config", str(c))] + list(overrides)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # we pass args on purpose
     try:
         cli = _Build(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      args=args, save_config_callback=None, auto_configure_optimizers=False,
