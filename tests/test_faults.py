@@ -254,6 +254,9 @@ def test_user_errors_are_one_message_and_exit_2_internal_errors_keep_the_traceba
     assert "Traceback (most recent call last)" in capsys.readouterr().err
     monkeypatch.delenv("TWOSTREAM_TRACEBACK")
 
+    assert cli(["fit", *tiny_args(tmp_path, "--data.init_args.num_train=0")]) == 2  # a constructor's ConfigError,
+    assert "twostream: error: num_train must be >= 1, got 0\n" in capsys.readouterr().err  # unwrapped from jsonargparse's
+
     typo = '--model.init_args.heads=[{"class_path": "twostream.objectives.InBatchContrastiv"}]'
     assert cli(["fit", *tiny_args(tmp_path, typo)]) == 2
     lines = capsys.readouterr().err.rstrip().splitlines()

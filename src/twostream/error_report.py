@@ -68,6 +68,17 @@ def exit_status(exc: BaseException) -> int | None:
     return None
 
 
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user error behind ``exc``: itself, or the cause it wraps (jsonargparse re-raises a
+    constructor's ConfigError as "Does not validate against any of the Union subtypes" ``from`` it)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if exit_status(exc) is not None:
+            return exc
+        exc, seen = exc.__cause__, seen + 1
+    return None
+
+
 def message(exc: BaseException) -> str:
     worker = _worker_origin(exc)
     return worker[1] if worker is not None else (str(exc) or type(exc).__name__)
@@ -77,9 +88,10 @@ def report(exc: BaseException) -> int | None:
     """Print ``exc`` as a one-message error and return the exit status, or None: not a user error
     (the caller re-raises it, so Python prints the traceback). ``TWOSTREAM_TRACEBACK=1``: the
     traceback first, same exit status."""
-    status = exit_status(exc)
-    if status is None:
+    found = user_error(exc)
+    if found is None:
         return None
+    status, exc = exit_status(found), found
     sys.stderr.flush()
     if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
         traceback.print_exception(exc)
