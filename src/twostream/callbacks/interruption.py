@@ -7,9 +7,10 @@ exits 1. Schedulers (SLURM, Kubernetes, spot instances) send SIGTERM and then SI
 period, so the state has to be written at once and the exit status has to say "interrupted".
 
 How, reusing Lightning's path: from ``on_train_start`` (after Lightning installed its handlers)
-this callback's handler only records the signal. At every training step's end the ranks agree
-whether any of them got one (one max all-reduce of a scalar under DDP, so every rank stops after
-the same step); then the callback sets Lightning's SIGTERM flag and Lightning raises
+this callback's handler only records the signal. At the end of every optimizer step (not inside a
+gradient-accumulation window: accumulated gradients are not checkpointed) the ranks agree whether
+any of them got one (one max all-reduce of a scalar under DDP, so every rank stops after the same
+step); then the callback sets Lightning's SIGTERM flag and Lightning raises
 ``SIGTERMException`` at the end of that step, after the model's hooks, logging and any validation,
 which is the "restarted on last" position Lightning's loops resume from. ``on_exception`` then
 writes ``last.ckpt`` (every rank takes part; rank 0 writes), with the train loader's position
