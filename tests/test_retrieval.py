@@ -61,6 +61,12 @@ def test_resuming_with_another_shard_size_is_refused(work, capsys):
     with pytest.raises(SystemExit):
         main(["embed", "--ckpt", str(ckpt), "--split", "test", "--out", str(tmp / "emb"), "--shard-size", "7"])
     assert "another shard_size" in capsys.readouterr().err
+    orphans = tmp / "emb_orphans"
+    shutil.copytree(tmp / "emb", orphans)
+    (orphans / "embeddings.json").unlink()
+    with pytest.raises(SystemExit):
+        main(["embed", "--ckpt", str(ckpt), "--split", "test", "--out", str(orphans)])
+    assert "has shards but no embeddings.json" in capsys.readouterr().err
 
 
 def test_search_cli_prints_hits_and_an_image_query_finds_itself_first(work, capsys):

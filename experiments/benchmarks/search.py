@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="runs/bench_search", help="where the structured gallery's embeddings are kept")
     p.add_argument("--fast", action="store_true", help="CI-sized: 2K and 5K vectors, 200 queries")
     p.add_argument("--out", default=str(RESULTS / "bench_search"))
+    if "--fast" in (sys.argv[1:] if argv is None else argv):  # smaller defaults; explicit flags still win
+        p.set_defaults(sizes=[2000, 5000], queries=200, latency_queries=100, ef_search=[16, 64], nprobe=[8])
     args = p.parse_args(argv)
-    if args.fast:
-        args.sizes, args.queries, args.latency_queries, args.ef_search, args.nprobe = [2000, 5000], 200, 100, [16, 64], [8]
     import faiss
     import torch
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     targets = [_target(rows, big, g) for g in galleries]
     targets.append((f"end-to-end text query p50 <= {TARGET_E2E_MS} ms", e2e["p50_ms"] <= TARGET_E2E_MS,
                     f"p50 {e2e['p50_ms']:.2f} ms (encode p50 {enc['p50_ms']:.2f} ms)"))
-    result = {"command": command(argv), "machine": machine(threads=1, faiss=faiss.__version__), "dim": dim,
+    result = {"command": command(argv, script=__file__), "machine": machine(threads=1, faiss=faiss.__version__), "dim": dim,
               "sizes": args.sizes, "queries": args.queries, "build_threads": args.build_threads, "rows": rows,
               "text_encoding": enc, "end_to_end": e2e, "targets": targets}
     if real is not None:

@@ -98,10 +98,14 @@ def _manifest(run: LoadedRun, gallery: Gallery, shard_size: int) -> dict:
 def _prepare_out(out: Path, manifest: dict, overwrite: bool) -> None:
     """Refuse to mix two models or two sources in one folder; ``overwrite`` clears a previous gallery first."""
     old_path = out / shards.MANIFEST
-    if old_path.is_file() and overwrite:
+    orphans = not old_path.is_file() and any((out / "metadata").glob("metadata_*.parquet"))
+    if overwrite:
         for folder in ("img_emb", "text_emb", "metadata"):
             shutil.rmtree(out / folder, ignore_errors=True)
-        old_path.unlink()
+        old_path.unlink(missing_ok=True)
+    elif orphans:
+        raise ConfigError(f"--out {out} has shards but no {shards.MANIFEST} (what embedded them is unknown); pass "
+                          f"--overwrite to replace them, or another --out")
     if old_path.is_file():
         old = json.loads(old_path.read_text())
         for key, what in (("model", "sha256"), ("source", "fingerprint"), ("shard_size", None), ("modality", None)):
