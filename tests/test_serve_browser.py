@@ -129,9 +129,10 @@ def test_search_page_in_headless_chromium(served, browser):
     browser.cmd("POST", f"/element/{browser.find('#text')}/value", {"text": query})
     browser.cmd("POST", f"/element/{browser.find('#go')}/click", {})
     _wait(lambda: browser.js("return document.body.dataset.searches") == "1", "the text search")
-    cards = browser.js("return [...document.querySelectorAll('.hit')].map(c => [c.querySelector('img') && "
-                       "c.querySelector('img').complete && c.querySelector('img').naturalWidth, c.textContent])")
-    assert len(cards) == 12 and all(width and width > 0 for width, _ in cards)  # thumbnails loaded
+    assert browser.js("return document.querySelectorAll('.hit').length") == 12
+    _wait(lambda: browser.js("return [...document.querySelectorAll('.hit img')].every(i => i.complete && "
+                             "i.naturalWidth > 0) && document.querySelectorAll('.hit img').length == 12"),
+          "12 thumbnails to load")
     latency = browser.js("return document.getElementById('latency').textContent")
     assert "encode" in latency and "search" in latency and "ms" in latency
     shot = Path(os.environ.get("TWOSTREAM_BROWSER_SHOT", "runs/test-browser/search_page.png"))
