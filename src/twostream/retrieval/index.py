@@ -4,7 +4,7 @@ Which index (``kind="auto"``; override with ``--kind`` or a FAISS ``--factory`` 
 
 * fewer than ``exact_below`` (100,000) vectors: ``Flat`` — exact inner product. At 100K x 128-d a
   query scans 51 MB in a few ms on one core, so an approximation buys little and costs recall.
-* up to ``ivfpq_from`` (5,000,000): ``HNSW32`` — graph search, ~0.8 KB per 128-d vector (the floats
+* up to ``ivfpq_from`` (5,000,000): ``HNSW32`` — graph search, 784 bytes per 128-d vector (the floats
   plus the graph), the lowest latency at high recall; efSearch is set at search time.
 * from ``ivfpq_from`` on: ``IVF<nlist>,PQ<m>`` — inverted lists of product-quantised codes (m bytes
   per vector, nlist = 4·sqrt(N)), the only one of the three whose memory stays small at 10^8.
