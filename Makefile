@@ -121,6 +121,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/collect_data.py
 	$(BIN)/python experiments/benchmarks/efficiency.py
 	$(BIN)/python experiments/benchmarks/search.py
+	$(BIN)/python experiments/benchmarks/efficiency_paper.py
 	$(if $(shell command -v nvidia-smi 2>/dev/null),$(BIN)/python experiments/benchmarks/gpu_throughput.py,@echo "no GPU: skipping experiments/benchmarks/gpu_throughput.py")
 
 # every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check (it
