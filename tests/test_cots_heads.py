@@ -53,7 +53,7 @@ def test_momentum_contrastive_counts_same_image_keys_as_positives():
     q.enqueue(torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
               torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), torch.tensor([8, 1, 2]))
     out = outputs(model, batch)
-    _, text_keys, key_ids, own, ids = model.heads[0].candidates(out, batch)
+    _, text_keys, key_ids, own, ids = model.heads[0].candidates(out, batch, q)
     assert key_ids.tolist() == [7, 7, 8, 9, 8, 1, 2] and own.tolist() == [0, 1, 2, 3]
     from twostream.methods.cots.momentum_contrastive import positive_targets
 

@@ -90,15 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     base = [grid["base"]] + ([grid["schedule"]] if grid.get("schedule") else [])
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     points, first = overrides(grid, Path(grid["rows"]), workdir), {}
+    name = {}  # override path -> the run name of the first point with the same configuration
     for s, v, path in points:  # two settings' defaults are often one configuration: run it once
-        first.setdefault(path.read_text(), f"{s}_{v}")
+        name[path] = first.setdefault(path.read_text(), f"{s}_{v}")
     tasks = [(s, v, path, seed) for s, v, path in points for seed in range(args.seeds)]
-    unique = {(first[t[2].read_text()], t[3]): t for t in tasks}
+    unique = {(name[t[2]], t[3]): t for t in tasks}
     start = time.time()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        ran = dict(zip(unique, pool.map(lambda t: run_fit([*base, str(t[2])], f"{first[t[2].read_text()]}_seed{t[3]}",
-                                                             t[3], workdir, extra, False, threads)[0], unique.values())))
-    done = [ran[(first[t[2].read_text()], t[3])] for t in tasks]
+        ran = dict(zip(unique, pool.map(lambda t: run_fit([*base, str(t[2])], f"{name[t[2]]}_seed{t[3]}", t[3], workdir,
+                                                             extra, False, threads)[0], unique.values())))
+    done = [ran[(name[t[2]], t[3])] for t in tasks]
     results: dict = {}
     for (s, v, _, _), metrics in zip(tasks, done):
         if "val" not in metrics:

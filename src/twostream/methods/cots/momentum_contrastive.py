@@ -41,9 +41,9 @@ class MomentumContrastive(LossHead):
         super().attach(encoder)
         self.require_state(MomentumQueue, "momentum: {class_path: twostream.methods.cots.MomentumQueue}")
 
-    def candidates(self, outputs, batch: dict):
+    def candidates(self, outputs, batch: dict, queue: MomentumQueue):
         """(image keys, text keys, key ids, index of each query's own pair) over batch ∪ queue."""
-        img_q, txt_q, id_q = self.encoder.find_state(MomentumQueue).queue()
+        img_q, txt_q, id_q = queue.queue()
         image_key, text_key = momentum_keys(outputs)
         ids = batch["image_index"].to(img_q.device)
         rank, _ = world()
@@ -55,7 +55,7 @@ class MomentumContrastive(LossHead):
 
     def forward(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
         queue = self.encoder.find_state(MomentumQueue)
-        image_keys, text_keys, key_ids, own, ids = self.candidates(outputs, batch)
+        image_keys, text_keys, key_ids, own, ids = self.candidates(outputs, batch, queue)
         if self.id_positives:
             targets = positive_targets(ids, key_ids, own)
         else:
