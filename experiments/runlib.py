@@ -6,6 +6,7 @@ are a dict seed -> metrics, so rows are compared seed by seed (stats.py) whateve
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,13 +18,37 @@ from pathlib import Path
 from stats import MeanCI, PairedDifference, mean_ci, paired_difference, t_cdf, t_quantile  # noqa: F401 (re-exported)
 
 
+def run_key(configs: list[str], seed: int, extra: list[str] = ()) -> str:
+    """What a finished run was made of: the text of each config file, the seed and the extra arguments.
+
+    Why: reuse is by run name, so editing a row file (a tuned value written in) must not silently hand
+    back runs of the old row; the key stored with the run is compared before it is reused.
+    """
+    h = hashlib.sha256()
+    for config in configs:
+        h.update(Path(config).read_bytes() + b"\0")
+    h.update(json.dumps([seed, list(extra)]).encode())
+    return h.hexdigest()[:16]
+
+
+def _reusable(metrics_file: Path, name: str, key: str) -> dict | None:
+    """The saved record when it was made of the same configs; None (and the old folder set aside) when not."""
+    saved = json.loads(metrics_file.read_text())
+    if saved.get("run_key", key) == key:  # records from before keys existed are trusted as before
+        print(f"[reuse] {name}")
+        return saved
+    stale = metrics_file.parent.with_name(f"{metrics_file.parent.name}.stale-{int(time.time())}")
+    metrics_file.parent.rename(stale)
+    print(f"[stale] {name}: its configs changed since it ran; old run moved to {stale.name}, running again", flush=True)
+    return None
+
+
 def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = (), rerun: bool = False,
             threads: int | None = None) -> tuple[dict, float]:
     """Run (or reuse) ``workdir/name``; returns (its metrics.json + run_wall_s, wall seconds)."""
     metrics_file = workdir / name / "metrics.json"
-    if metrics_file.exists() and not rerun:
-        print(f"[reuse] {name}")
-        saved = json.loads(metrics_file.read_text())
+    key = run_key(configs, seed, extra)
+    if metrics_file.exists() and not rerun and (saved := _reusable(metrics_file, name, key)) is not None:
         return saved, float(saved.get("run_wall_s", 0.0))
     cmd = [sys.executable, "-m", "twostream", "fit", *[a for c in configs for a in ("--config", str(c))],
            f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={workdir.parent}",
@@ -41,6 +66,7 @@ def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list
         raise SystemExit(f"{name}: no metrics.json under {workdir / name} (is RunSummary in the config?)")
     metrics = json.loads(found.read_text())
     metrics["run_wall_s"] = round(wall, 1)
+    metrics["run_key"] = key
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))  # the reuse record
     print(f"[done] {name} in {wall:.0f} s: rsum {metrics['rsum']:.2f}", flush=True)
