@@ -105,11 +105,16 @@ class SyntheticShapesDataModule(RetrievalDataModule):
         (image) is true of first, ties at random: the ceiling of ``split_name`` as evaluated."""
         if split_name not in self._oracle:
             split = self.get_split(split_name)
-            meanings = read_meanings(ensure_shapes_dataset(self.root, self.config, progress=False) / JSON_NAME)
-            scenes = [scene_from_description(text) for text in split.scenes]
-            truth = truth_index(scenes, [meanings[c] for c in split.captions])
-            self._oracle[split_name] = oracle_recall(truth, split.text_to_image, split.num_images)
+            self._oracle[split_name] = oracle_recall(self.true_images(split_name), split.text_to_image, split.num_images)
         return self._oracle[split_name]
+
+    def true_images(self, split_name: str) -> list[list[int]]:
+        """Per caption of ``split_name``, the positions of every image of the split it is true of
+        (its own included): the generator knows each scene, so false negatives can be counted."""
+        split = self.get_split(split_name)
+        meanings = read_meanings(ensure_shapes_dataset(self.root, self.config, progress=False) / JSON_NAME)
+        scenes = [scene_from_description(text) for text in split.scenes]
+        return truth_index(scenes, [meanings[c] for c in split.captions])
 
     def _shuffle_captions(self, split: RetrievalSplit) -> RetrievalSplit:
         """Move the captions of a random ``caption_noise`` share of images one step along a random cycle."""
