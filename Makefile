@@ -131,6 +131,7 @@ TABLES_CONFIGS := $(addprefix experiments/pretrain/,default.yaml cots.yaml cooki
 tables: $(STAMP)
 	$(if $(TABLES_FAST),,$(PREREQ) --build --each $(TABLES_CONFIGS))
 	$(BIN)/python experiments/tables/make_tables.py $(if $(TABLES_FAST),--fast --workdir runs/tables_fast --out experiments/results/tables_fast,--seeds $(SEEDS))
+	$(if $(TABLES_FAST),,$(BIN)/python experiments/tables/claims.py)
 
 clean-runs:
 	rm -rf runs lightning_logs

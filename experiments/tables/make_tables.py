@@ -25,6 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
+from claims import claims_lines  # noqa: E402  (this folder is on sys.path when run as a script)
 from runlib import (by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
                     run_fit, verdict)
 
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
              "## (a) Image-text retrieval, mini scale", "", *table_a(images, args.fast), "",
              "## (b) Text-to-video retrieval, embedded video data", "", *(table_b(video) if video else ["_skipped_"]), "",
              "## (c) COTS ablation", "", *embedded(ROOT / "experiments/results/cots_ablation.md", "run `make ablate`"), "",
-             "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`")]
+             "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`"), "",
+             "## (e) The papers' claims (experiments/tables/claims.py: verdict rules there)", "", *claims_lines()]
     md, _ = write_report(out, {"command": command, "machine": where, "fast": args.fast, "wall_s": wall,
                                "image_text": images, "video": video, "rsum_vs_clip": rsum_vs_clip(images)}, lines)
     if any(images.values()):
