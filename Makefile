@@ -43,7 +43,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt tools/install_fix.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) torch torchvision
-	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev,serve]"
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev,serve,bench]"
 	@$(BIN)/python -c "import torchvision.ops" 2>/dev/null || $(BIN)/python tools/install_fix.py
 	$(BIN)/python -c "import torch, torchvision, open_clip, lightning; from torchvision.ops import nms; print('env ok: torch', torch.__version__)"
 	@touch $(STAMP)
@@ -122,6 +122,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/efficiency.py
 	$(BIN)/python experiments/benchmarks/search.py
 	$(BIN)/python experiments/benchmarks/efficiency_paper.py
+	$(BIN)/python experiments/benchmarks/vs_open_clip.py
 	$(if $(shell command -v nvidia-smi 2>/dev/null),$(BIN)/python experiments/benchmarks/gpu_throughput.py,@echo "no GPU: skipping experiments/benchmarks/gpu_throughput.py")
 
 # every results table: runs (or reuses) the configs behind them; TABLES_FAST=1 is a quick run check (it

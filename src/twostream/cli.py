@@ -31,6 +31,8 @@ import twostream.methods.vldeformer  # noqa: E402,F401
 import twostream.towers  # noqa: E402,F401
 from twostream import cli_faults  # noqa: E402
 from twostream.config_hints import HintingArgumentParser  # noqa: E402
+from twostream.cpu_memory import keep_freed_memory  # noqa: E402
+from twostream.precision_check import warn_precision  # noqa: E402
 
 
 class TwoStreamCLI(LightningCLI):
@@ -40,6 +42,9 @@ class TwoStreamCLI(LightningCLI):
         parser.add_argument("--max_nonfinite_steps", type=int, default=0,
                             help="optimizer steps with a NaN/Inf loss or gradient to skip (and count) before "
                                  "stopping; 0: stop at the first (twostream.callbacks.NonFiniteGuard)")
+        parser.add_argument("--cpu_malloc_tuning", type=bool, default=True,
+                            help="on CPU, keep freed memory in the process between steps (glibc mallopt; "
+                                 "twostream.cpu_memory: ~6%% faster ViT-B steps, docs/performance.md)")
         # values that must agree in two places are given once: the images the data yields are the
         # images the vision tower is built for; the towers' output size is the shared embedding size
         # (links whose target the chosen class lacks, e.g. HFTextTower's embed_dim, are skipped)
@@ -60,9 +65,14 @@ class TwoStreamCLI(LightningCLI):
             print(f"twostream: {note}")
 
     def instantiate_trainer(self, **kwargs):
-        """Every trainer stops cleanly on SIGTERM/SIGINT and on NaN, and writes checkpoints atomically."""
+        """Every trainer stops cleanly on SIGTERM/SIGINT and on NaN, and writes checkpoints atomically; a
+        16-bit precision this CPU would emulate is warned about; CPU runs keep freed memory (cpu_memory)."""
         trainer = super().instantiate_trainer(**kwargs)
-        cli_faults.install(trainer, self.config[self.subcommand].get("max_nonfinite_steps", 0))
+        config = self.config[self.subcommand]
+        cli_faults.install(trainer, config.get("max_nonfinite_steps", 0))
+        warn_precision(trainer)
+        if config.get("cpu_malloc_tuning", True) and getattr(trainer.strategy.root_device, "type", "") == "cpu":
+            keep_freed_memory()
         return trainer
 
     def after_fit(self) -> None:

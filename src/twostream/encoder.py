@@ -24,7 +24,7 @@ from twostream.errors import ConfigError
 from twostream.evaluation import RetrievalEvaluation
 from twostream.heads import EncoderOutput, LossHead, S, TrainingState
 from twostream.metrics import RetrievalRecall
-from twostream.optim import adamw_warmup_cosine
+from twostream.optim import AdamWImpl, adamw_warmup_cosine
 from twostream.towers.base import TowerOutput
 
 def _projection(kind: str, in_dim: int, out_dim: int, which: str) -> nn.Module:
@@ -66,6 +66,10 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
             the data knows scenes) and text→text recall (captions of the same image as positives).
         save_embeddings: write the test split's embeddings to ``<run dir>/test_embeddings.pt``
             (the shortlist a cross-encoder re-ranks, or for analysis).
+        optimizer_impl: torch's AdamW implementation ("fused", "foreach", "for-loop"; see
+            :mod:`twostream.optim`): the same update, fused is the fastest measured (docs/performance.md).
+        compile: ``torch.compile`` the two towers (in place, so checkpoints keep their keys) when a
+            trainer sets the model up; opt-in: where it pays is measured in docs/performance.md.
     """
 
     #: the modules of the encoding path, in order: a copy of exactly these encodes like the model
@@ -78,7 +82,8 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
                  weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
                  warmup_steps: int = 100, min_lr_ratio: float = 0.0, total_steps: int | None = None,
                  init_from: str | None = None, shared: nn.Module | None = None, unimodal_eval: bool = True,
-                 save_embeddings: bool = False, recall_ks: tuple[int, ...] = (1, 5, 10)):
+                 save_embeddings: bool = False, recall_ks: tuple[int, ...] = (1, 5, 10),
+                 optimizer_impl: AdamWImpl = "fused", compile: bool = False):
         super().__init__()
         self._save_plain_hyperparameters(inspect.currentframe())
         if temperature <= 0 or (learn_temperature and temperature < min_temperature):
@@ -225,6 +230,14 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
             return []
         return [TrainingStateCallback()]
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.get("compile") and not getattr(self, "_towers_compiled", False):
+            from twostream.compilation import compile_towers
+
+            compile_towers(self, ("vision", "text"))
+            self._towers_compiled = True
+
     def configure_model(self) -> None:
         """FSDP2 under Lightning's ModelParallelStrategy (which sets ``device_mesh``); otherwise, and
         when already sharded (Lightning calls this again for ``test`` after ``fit``), nothing."""
@@ -255,7 +268,7 @@ class TwoStreamEncoder(RetrievalEvaluation, L.LightningModule):
         hp = self.hparams
         return adamw_warmup_cosine(self.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
                                    hp.total_steps or int(self.trainer.estimated_stepping_batches), hp.min_lr_ratio,
-                                   betas=hp.betas, eps=hp.eps)
+                                   betas=hp.betas, eps=hp.eps, impl=hp.get("optimizer_impl", "fused"))
 
 def _check_unique(what: str, names: list[str]) -> None:
     if len(set(names)) != len(names):

@@ -38,6 +38,12 @@ def _nonfinite_grads(pl_module: L.LightningModule, limit: int = 3) -> tuple[bool
              if p.grad is not None]
     if not named:
         return False, []
+    # fast path: a sum is finite only if every element is (NaN and +-inf propagate), and a sum is one
+    # vectorised read; ``isfinite(g).all()`` writes a bool copy of every gradient first (ViT-B-32: 18 ms vs
+    # 0.35 s per step on one thread, docs/performance.md). A non-finite sum (a bad element, or finite
+    # values whose sum overflows) is then checked exactly, element by element.
+    if bool(torch.isfinite(torch.stack([g.sum() for _, g in named])).all()):
+        return False, []
     finite = torch.stack([torch.isfinite(g).all() for _, g in named])
     if bool(finite.all()):
         return False, []
