@@ -50,3 +50,37 @@ def test_records_from_before_keys_are_reused(tmp_path, monkeypatch):
     (tmp_path / "runs" / "sweep" / "old" / "metrics.json").write_text(json.dumps({"rsum": 7.0}))
     saved, _ = runlib.run_fit([str(row)], "old", 0, tmp_path / "runs" / "sweep")
     assert saved["rsum"] == 7.0 and not calls
+
+
+def test_restored_records_are_reused_only_while_their_row_is_unchanged(tmp_path, monkeypatch, capsys):
+    """A results JSON's run records, put back by restore_runs.py, spare the runs of unchanged rows."""
+    import restore_runs
+    calls = []
+    monkeypatch.setattr(runlib.subprocess, "run", fake_fit(calls))
+    same, edited = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    same.write_text("model: {init_args: {lr: 0.1}}\n")
+    edited.write_text("model: {init_args: {lr: 0.1}}\n")
+    records = {"a": {"0": {"rsum": 7.0, "run_key": runlib.run_key([str(same)], 0)}},
+               "b": {"0": {"rsum": 8.0, "run_key": runlib.run_key([str(edited)], 0)}},
+               "c": {"0": {"rsum": 9.0}}}  # no key: cannot be checked, not restored
+    results = tmp_path / "sweep.json"
+    results.write_text(json.dumps({"runs": records}))
+    workdir = tmp_path / "runs" / "sweep"
+    restore_runs.main([str(results), "--workdir", str(workdir)])
+    assert "1 without a run_key skipped" in capsys.readouterr().out and not (workdir / "c_seed0").exists()
+    edited.write_text("model: {init_args: {lr: 0.2}}\n")  # row b changed after its runs
+    a, _ = runlib.run_fit([str(same)], "a_seed0", 0, workdir)
+    b, _ = runlib.run_fit([str(edited)], "b_seed0", 0, workdir)
+    assert a["rsum"] == 7.0 and b["rsum"] == 1.0 and len(calls) == 1  # only the edited row ran
+    # a second restore leaves both alone: b's record is now the rerun's, not overwritten by the old one
+    assert restore_runs.restore(results, workdir) == {"restored": 0, "kept": 2, "skipped": 1}
+    assert json.loads((workdir / "b_seed0" / "metrics.json").read_text())["rsum"] == 1.0
+
+
+def test_restore_names_a_file_that_is_not_a_sweep(tmp_path):
+    import pytest
+    import restore_runs
+    bad = tmp_path / "tables.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit, match=r"tables.json: expected a sweep's results JSON"):
+        restore_runs.restore(bad, tmp_path / "w")
