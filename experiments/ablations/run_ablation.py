@@ -78,7 +78,8 @@ def plot(path: Path, titles: dict[str, str], results: dict[str, dict[int, dict]]
               "RSUM (sum of I2T and T2I R@1/5/10)", baseline=rows.index(baseline))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The sweep's options and the extra ``twostream fit`` arguments passed through to every run."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True)
     p.add_argument("--schedule", default=None, help="YAML applied after --base and before each row (sizes, epochs)")
@@ -92,12 +93,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time; each gets cpu_count // jobs torch threads")
     p.add_argument("--title", default="COTS ablation (mini-scale)")
     p.add_argument("--baseline", default=None, help="row file stem every row is compared with (default: the first row)")
-    args, extra = p.parse_known_args(argv)
+    return p.parse_known_args(argv)
+
+
+def select_rows(args: argparse.Namespace) -> list[Path]:
     rows = sorted(Path(args.rows).glob("*.yaml"))
     if args.only:
         rows = [r for r in rows if r.stem in args.only]
     if not rows:
         raise SystemExit(f"--rows {args.rows}: no *.yaml row files found")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, extra = parse_args(argv)
+    rows = select_rows(args)
     baseline = args.baseline or rows[0].stem
     if baseline not in [r.stem for r in rows]:
         raise SystemExit(f"--baseline {baseline}: not among the rows run ({', '.join(r.stem for r in rows)})")
