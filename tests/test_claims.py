@@ -52,3 +52,11 @@ def test_speed_claims_and_the_script(tmp_path):
     data = json.loads((tmp_path / "claims.json").read_text())
     assert len(data["claims"]) == len(claims.GAINS) + 1 + len(claims.SPEEDS)
     assert {c["verdict"] for c in data["claims"]} >= {"not measured yet", "**supported** (as a cost ratio)"}
+
+
+def test_readme_shows_the_claims_table_claims_py_wrote():
+    """README's claims table is the committed claims.md table, line for line (regenerate both together)."""
+    table = [line for line in (ROOT / "experiments" / "results" / "claims.md").read_text().splitlines()
+             if line.startswith("|")]
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert len(table) > 3 and [line for line in table if line not in readme] == []
