@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tune_picks_on_validation_and_runs_each_configuration_once(tmp_path):
     override = cots_override(tmp_path, heads="keep")
     grid = {"title": "tiny tune", "base": str(ROOT / "experiments" / "pretrain" / "cots.yaml"),
-            "rows": str(ROOT / "experiments" / "ablations" / "cots"),
+            "rows": str(ROOT / "experiments" / "ablations" / "cots_tune_rows"),  # as before tuning, like the real grid
             "settings": {"kl_weight": {"row": "5_kl.yaml", "where": ["model", "init_args", "heads", 1, "init_args", "weight"],
                                        "values": [0.1, 1.0]},
                          "queue_size": {"row": "2_queue.yaml", "values": [2048],
