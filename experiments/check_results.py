@@ -8,7 +8,7 @@ no longer exists (it happened: the first tuned COTS table held untuned KL and fu
 record of an ``run_ablation.py`` sweep carries its ``run_key`` (hash of the config texts, seed and extra
 arguments); this re-parses the sweep's own command, recomputes each key from today's files and lists
 the runs whose key differs. Exit status 1 when any does. Other results files (no ``runs`` or not made
-by run_ablation.py) are passed over, and said so.
+by run_ablation.py) are passed over.
 """
 from __future__ import annotations
 
@@ -29,13 +29,16 @@ SWEEP = "experiments/ablations/run_ablation.py"
 
 def stale_runs(results_file: Path, root: Path = ROOT) -> list[str] | None:
     """``row seed`` of each run whose configs changed since; None when the file is not a sweep's results."""
-    data = json.loads(results_file.read_text())
+    try:
+        data = json.loads(results_file.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"check_results: {results_file}: not a readable results JSON ({err})")
     words = shlex.split(data.get("command", ""))
     if "runs" not in data or len(words) < 2 or not words[1].endswith(SWEEP):
         return None
     args, extra = run_ablation.parse_args(words[2:])
-    extra = (run_ablation.FAST if args.fast else []) + extra
-    base = [str(root / args.base)] + ([str(root / args.schedule)] if args.schedule else [])
+    base, extra = run_ablation.sweep_inputs(args, extra)
+    base = [str(root / config) for config in base]
     stale = []
     for row, seeds in data["runs"].items():
         row_file = root / args.rows / f"{row}.yaml"

@@ -17,6 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runlib import run_name  # noqa: E402
+
 
 def restore(results_file: Path, workdir: Path) -> dict[str, int]:
     """Counts of records ``restored``, ``kept`` (already there) and ``skipped`` (no run_key)."""
@@ -28,7 +31,7 @@ def restore(results_file: Path, workdir: Path) -> dict[str, int]:
     counts = {"restored": 0, "kept": 0, "skipped": 0}
     for row, seeds in runs.items():
         for seed, record in seeds.items():
-            target = workdir / f"{row}_seed{seed}" / "metrics.json"
+            target = workdir / run_name(row, seed) / "metrics.json"
             if "run_key" not in record:
                 counts["skipped"] += 1
             elif target.exists():

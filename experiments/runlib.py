@@ -31,6 +31,11 @@ def run_key(configs: list[str], seed: int, extra: list[str] = ()) -> str:
     return h.hexdigest()[:16]
 
 
+def run_name(name: str, seed: int | str) -> str:
+    """The folder (under a sweep's workdir) of one run of ``name`` with ``seed``."""
+    return f"{name}_seed{seed}"
+
+
 def _reusable(metrics_file: Path, name: str, key: str) -> dict | None:
     """The saved record when it was made of the same configs; None (and the old folder set aside) when not."""
     saved = json.loads(metrics_file.read_text())

@@ -4,6 +4,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import check_results  # noqa: E402
@@ -35,3 +37,10 @@ def test_an_edited_row_is_reported(tmp_path):
     other = tmp_path / "bench.json"
     other.write_text(json.dumps({"command": "python experiments/benchmarks/x.py"}))
     assert check_results.stale_runs(other, root) is None
+
+
+def test_an_unreadable_results_file_is_named(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match=r"broken.json: not a readable results JSON"):
+        check_results.stale_runs(bad)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import runlib  # noqa: E402
 
@@ -78,7 +80,6 @@ def test_restored_records_are_reused_only_while_their_row_is_unchanged(tmp_path,
 
 
 def test_restore_names_a_file_that_is_not_a_sweep(tmp_path):
-    import pytest
     import restore_runs
     bad = tmp_path / "tables.json"
     bad.write_text("{}")

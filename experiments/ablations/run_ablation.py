@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import by_seed, markdown_table, mean_ci, paired_difference, plot_rsum, run_fit  # noqa: E402
+from runlib import by_seed, markdown_table, mean_ci, paired_difference, plot_rsum, run_fit, run_name  # noqa: E402
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST = ["--data.init_args.num_train=512", "--data.init_args.num_val=100", "--data.init_args.num_test=200",
@@ -36,7 +36,7 @@ def row_title(path: Path) -> str:
 
 def run_one(base: list[str], row: Path, seed: int, workdir: Path, extra: list[str], rerun: bool,
             threads: int | None = None) -> tuple[dict, float]:
-    return run_fit([*base, str(row)], f"{row.stem}_seed{seed}", seed, workdir, extra, rerun, threads)
+    return run_fit([*base, str(row)], run_name(row.stem, seed), seed, workdir, extra, rerun, threads)
 
 
 def short_label(stem: str, title: str, width: int = 38) -> str:
@@ -105,6 +105,12 @@ def select_rows(args: argparse.Namespace) -> list[Path]:
     return rows
 
 
+def sweep_inputs(args: argparse.Namespace, extra: list[str]) -> tuple[list[str], list[str]]:
+    """The configs every row is stacked on (base, schedule) and the extra arguments every run gets."""
+    base = [args.base] + ([args.schedule] if args.schedule else [])
+    return base, (FAST if args.fast else []) + extra
+
+
 def main(argv: list[str] | None = None) -> None:
     args, extra = parse_args(argv)
     rows = select_rows(args)
@@ -112,10 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     if baseline not in [r.stem for r in rows]:
         raise SystemExit(f"--baseline {baseline}: not among the rows run ({', '.join(r.stem for r in rows)})")
     seeds = 1 if args.fast else args.seeds
-    extra = (FAST if args.fast else []) + extra
     workdir = Path(args.workdir + ("_fast" if args.fast else ""))
     start = time.time()
-    base = [args.base] + ([args.schedule] if args.schedule else [])
+    base, extra = sweep_inputs(args, extra)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     tasks = [(r, s) for r in rows for s in range(seeds)]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
