@@ -49,13 +49,16 @@ def _reusable(metrics_file: Path, name: str, key: str) -> dict | None:
 
 
 def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = (), rerun: bool = False,
-            threads: int | None = None) -> tuple[dict, float]:
-    """Run (or reuse) ``workdir/name``; returns (its metrics.json + run_wall_s, wall seconds)."""
+            threads: int | None = None, subcommand: str = "fit") -> tuple[dict, float]:
+    """Run (or reuse) ``workdir/name``; returns (its metrics.json + run_wall_s, wall seconds).
+
+    ``subcommand="test"`` evaluates a checkpoint instead (``extra`` then holds ``--ckpt_path=...``);
+    the key of a fit is the same as before the argument existed, so finished sweeps stay reusable."""
     metrics_file = workdir / name / "metrics.json"
-    key = run_key(configs, seed, extra)
+    key = run_key(configs, seed, list(extra) if subcommand == "fit" else [subcommand, *extra])
     if metrics_file.exists() and not rerun and (saved := _reusable(metrics_file, name, key)) is not None:
         return saved, float(saved.get("run_wall_s", 0.0))
-    cmd = [sys.executable, "-m", "twostream", "fit", *[a for c in configs for a in ("--config", str(c))],
+    cmd = [sys.executable, "-m", "twostream", subcommand, *[a for c in configs for a in ("--config", str(c))],
            f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={workdir.parent}",
            f"--trainer.logger.init_args.name={workdir.name}", f"--trainer.logger.init_args.version={name}",
            "--trainer.enable_progress_bar=false", *extra]
@@ -76,6 +79,19 @@ def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))  # the reuse record
     print(f"[done] {name} in {wall:.0f} s: rsum {metrics['rsum']:.2f}", flush=True)
     return metrics, wall
+
+
+def checkpoint_override(path: Path, dirpath: Path) -> Path:
+    """A config (written to ``path``) whose callbacks save ``last.ckpt`` into ``dirpath`` and write metrics.json:
+    one checkpoint folder per seed, so a later stage (VLDeformer's decomposition) starts from its own seed."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {
+            "dirpath": str(dirpath), "save_last": True, "save_top_k": 0, "enable_version_counter": False}},
+        {"class_path": "twostream.callbacks.RunSummary"}]}}, sort_keys=False))
+    return path
 
 
 def by_seed(runs: dict[int, dict], metric: str) -> dict[int, float]:

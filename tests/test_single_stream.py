@@ -6,6 +6,7 @@ from twostream.errors import ConfigError
 from twostream.metrics import recall_from_scores
 from twostream.methods.vldeformer import SingleStreamModel, VLTransformer
 from twostream.methods.vldeformer.scoring import full_scores, rerank_scores
+from twostream.towers.open_clip_towers import ConvStem
 
 CONFIG = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
           "image_size": 32, "patch_size": 8, "max_position_embeddings": 16}
@@ -43,6 +44,21 @@ def test_bad_configs_are_named():
         VLTransformer(config={**CONFIG, "vocab_size": 1000}, context_length=16)
     with pytest.raises(ConfigError, match="shortlist"):
         SingleStreamModel(transformer(), eval_mode="rerank")
+    with pytest.raises(ConfigError, match="stem"):
+        VLTransformer(config=CONFIG, context_length=16, stem="convolutional")
+
+
+def test_conv_stem_replaces_the_patch_projection_and_keeps_one_token_per_patch():
+    torch.manual_seed(0)
+    conv = VLTransformer(config=CONFIG, context_length=16, stem="conv")
+    assert isinstance(conv.vilt.embeddings.patch_embeddings, ConvStem)
+    images = torch.randn(2, 3, 32, 32)
+    tokens = conv.embed_image(images)
+    assert tokens.shape == transformer().embed_image(images).shape == (2, 1 + (32 // 8) ** 2, 32)
+    model = SingleStreamModel(conv, mining_pool=4)
+    loss = model.training_step(batch(model, n=4), 0)
+    loss.backward()  # the stem is trained: its first convolution gets a gradient
+    assert conv.vilt.embeddings.patch_embeddings[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("mlm_weight", [0.0, 1.0])

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from claims import claims_lines  # noqa: E402  (this folder is on sys.path when run as a script)
-from runlib import (by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
+from runlib import (by_seed, checkpoint_override, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
                     run_fit, verdict)
 
 IMAGE_ROWS = {  # key: (title, config, test split note)
@@ -105,10 +105,7 @@ def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[st
                 configs.append(stand_ins[key])
             ckpt = workdir / "ckpt" / f"single_stream_seed{seed}"
             if key == "single_stream":  # a per-seed checkpoint directory, which VLDeformer's seed starts from
-                configs.append(write_yaml(workdir / "overrides" / f"single_stream_seed{seed}.yaml", {"trainer": {"callbacks": [
-                    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {
-                        "dirpath": str(ckpt), "save_last": True, "save_top_k": 0, "enable_version_counter": False}},
-                    {"class_path": "twostream.callbacks.RunSummary"}]}}))
+                configs.append(checkpoint_override(workdir / "overrides" / f"single_stream_seed{seed}.yaml", ckpt))
             if key == "vldeformer":
                 extra.append(f"--model.init_args.init_from={ckpt / 'last.ckpt'}")
             if fast and key in ("single_stream", "vldeformer"):

@@ -11,8 +11,8 @@ from pathlib import Path
 TAGS = ("train/loss", "val/rsum", "val/t2i_r1", "val/i2t_r1", "train/temperature")
 
 
-def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """{tag: [(step, seconds since the first logged value, value), ...]} for :data:`TAGS`."""
+def read_curves(run_dir: Path, tags: tuple[str, ...] = TAGS) -> dict[str, list[tuple[int, float, float]]]:
+    """{tag: [(step, seconds since the first logged value, value), ...]} for ``tags``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     files = sorted(Path(run_dir).glob("events.out.tfevents*"))
@@ -23,7 +23,7 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
     for f in files:
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
-        for tag in TAGS:
+        for tag in tags:
             if tag in acc.Tags()["scalars"]:
                 events = acc.Scalars(tag)
                 t0 = min(t0 if t0 is not None else events[0].wall_time, events[0].wall_time)

@@ -13,7 +13,7 @@ that draws from the global RNG; our images have a fixed size, so every patch is 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +31,16 @@ class VLTransformer(nn.Module):
         tokenizer: ``"open_clip"`` (the BPE vocabulary in the open_clip wheel; needs vocab_size
             >= 49409, the last id being [MASK]) or a local HF tokenizer directory (BERT's for ViLT).
         context_length: caption length in tokens (<= the config's max_position_embeddings).
+        stem: "patch" (ViLT's patch-sized convolution) or "conv" (the towers' ``ConvStem``: stride-2
+            3x3 convolutions, still one token per patch) [choice]. The conv stem is what made
+            the small two-stream towers learn early (docs/testbed.md); a from-scratch cross-encoder
+            has the same problem, more so (docs/cookie_vldeformer.md).
+        stem_channels: the conv stem's first-stage channels.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, pretrained: str | None = None,
-                 tokenizer: str = "open_clip", context_length: int = 32):
+                 tokenizer: str = "open_clip", context_length: int = 32,
+                 stem: Literal["patch", "conv"] = "patch", stem_channels: int = 32):
         super().__init__()
         from transformers import ViltConfig, ViltModel
 
@@ -51,6 +57,12 @@ class VLTransformer(nn.Module):
         self.hidden = self.output_dim = self.token_dim = int(cfg.hidden_size)
         self.image_size, self.patch_size = int(cfg.image_size), int(cfg.patch_size)
         self.context_length = context_length
+        if stem == "conv":  # replaces the patch projection (a pretrained one is not kept)
+            from twostream.towers.open_clip_towers import ConvStem
+
+            self.vilt.embeddings.patch_embeddings = ConvStem(self.patch_size, self.hidden, stem_channels)
+        elif stem != "patch":
+            raise ConfigError(f"stem: {stem!r}; valid: 'patch', 'conv'")
         self._set_tokenizer(tokenizer, int(cfg.vocab_size))
 
     def _set_tokenizer(self, tokenizer: str, vocab_size: int) -> None:
