@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import markdown_table, plot_rsum, run_fit  # noqa: E402
+from runlib import markdown_table, plot_rsum, run_fit, run_name  # noqa: E402
 
 PRETRAIN, MINI = ROOT / "experiments" / "pretrain", ROOT / "experiments" / "testbed" / "mini.yaml"
 METRICS = ("i2t_r1", "t2i_r1", "rsum", "i2i_r1", "i2i_r5", "t2t_r1", "t2t_r5")
@@ -65,8 +65,8 @@ def override(path: Path, init_args: dict) -> Path:
 def run_seed(seed: int, workdir: Path, schedule: Path, extra: list[str], threads: int | None) -> dict[str, dict]:
     """Every row of one seed; the teacher first (COOKIE needs its checkpoint)."""
     default = [str(PRETRAIN / "default.yaml"), str(schedule)]
-    teacher, _ = run_fit(default, f"teacher_seed{seed}", seed, workdir, extra, False, threads)
-    ckpt = workdir / f"teacher_seed{seed}" / "checkpoints" / "last.ckpt"
+    teacher, _ = run_fit(default, run_name("teacher", seed), seed, workdir, extra, False, threads)
+    ckpt = workdir / run_name("teacher", seed) / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise SystemExit(f"teacher_seed{seed}: no checkpoint at {ckpt} (does default.yaml save last.ckpt?)")
     cookie = [str(PRETRAIN / "cookie.yaml"), str(schedule)]
@@ -74,9 +74,9 @@ def run_seed(seed: int, workdir: Path, schedule: Path, extra: list[str], threads
                       {"heads": [{"class_path": "twostream.contrastive.InBatchContrastive", "init_args": {"name": "cross_modal"}}]})
     full = override(workdir / "overrides" / f"cookie_seed{seed}.yaml", {"heads": teacher_heads(ckpt, schedule)})
     return {"clip_5ep": teacher,
-            "clip_10ep": run_fit(default, f"clip_10ep_seed{seed}", seed, workdir, [*extra, *TEN_EPOCHS], False, threads)[0],
-            "shared_only": run_fit([*cookie, str(shared)], f"shared_only_seed{seed}", seed, workdir, extra, False, threads)[0],
-            "cookie": run_fit([*cookie, str(full)], f"cookie_seed{seed}", seed, workdir, extra, False, threads)[0]}
+            "clip_10ep": run_fit(default, run_name("clip_10ep", seed), seed, workdir, [*extra, *TEN_EPOCHS], False, threads)[0],
+            "shared_only": run_fit([*cookie, str(shared)], run_name("shared_only", seed), seed, workdir, extra, False, threads)[0],
+            "cookie": run_fit([*cookie, str(full)], run_name("cookie", seed), seed, workdir, extra, False, threads)[0]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import mean_ci, run_fit  # noqa: E402
+from runlib import mean_ci, run_fit, run_name  # noqa: E402
 
 VAL_KEYS = ("i2t_r1", "t2i_r1", "rsum")
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     unique = {(name[t[2]], t[3]): t for t in tasks}
     start = time.time()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        ran = dict(zip(unique, pool.map(lambda t: run_fit([*base, str(t[2])], f"{name[t[2]]}_seed{t[3]}", t[3], workdir,
+        ran = dict(zip(unique, pool.map(lambda t: run_fit([*base, str(t[2])], run_name(name[t[2]], t[3]), t[3], workdir,
                                                              extra, False, threads)[0], unique.values())))
     done = [ran[(name[t[2]], t[3])] for t in tasks]
     results: dict = {}

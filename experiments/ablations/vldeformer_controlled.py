@@ -93,7 +93,7 @@ def run_seed(seed: int, workdir: Path, ks: list[int], k_seeds: dict[int, int], t
     """Every run of one seed, in dependency order; returns row -> metrics (``*_subset`` rows: first 100 images)."""
     ckpt = workdir / "ckpt" / run_name("stage1", seed)
     stage1_cfg = [str(PRETRAIN / "single_stream.yaml"), str(VL_MINI),
-                  str(checkpoint_override(workdir / "overrides" / f"stage1_seed{seed}.yaml", ckpt))]
+                  str(checkpoint_override(workdir / "overrides" / f"{run_name('stage1', seed)}.yaml", ckpt))]
     out = {"stage1_subset": run_fit(stage1_cfg, run_name("stage1", seed), seed, workdir, extra, False, threads)[0]}
     out["stage1_subset"].update(plateau(workdir / run_name("stage1", seed)))
     decompose(seed, "decomposed", workdir, ckpt, extra, threads, out)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from claims import claims_lines  # noqa: E402  (this folder is on sys.path when run as a script)
 from runlib import (by_seed, checkpoint_override, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
-                    run_fit, verdict)
+                    run_fit, run_name, verdict)
 
 IMAGE_ROWS = {  # key: (title, config, test split note)
     "clip": ("CLIP-style baseline (in-batch contrastive)", "default.yaml", "1,000 × 5,000"),
@@ -96,28 +96,28 @@ def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[st
         results[key] = {}
         for seed in range(seeds):
             if only and key not in only:  # not run now, but shown when an earlier call finished it
-                done = workdir / f"{key}_seed{seed}" / "metrics.json"
+                done = workdir / run_name(key, seed) / "metrics.json"
                 if done.exists():
                     results[key][seed] = json.loads(done.read_text())
                 continue
             configs, extra = [config(cfg)], list(data)
             if key in stand_ins:
                 configs.append(stand_ins[key])
-            ckpt = workdir / "ckpt" / f"single_stream_seed{seed}"
+            ckpt = workdir / "ckpt" / run_name("single_stream", seed)
             if key == "single_stream":  # a per-seed checkpoint directory, which VLDeformer's seed starts from
                 configs.append(checkpoint_override(workdir / "overrides" / f"single_stream_seed{seed}.yaml", ckpt))
             if key == "vldeformer":
                 extra.append(f"--model.init_args.init_from={ckpt / 'last.ckpt'}")
             if fast and key in ("single_stream", "vldeformer"):
                 extra.append("--data.init_args.eval_images=20")
-            results[key][seed] = run_fit(configs, f"{key}_seed{seed}", seed, workdir, extra, rerun)[0]
+            results[key][seed] = run_fit(configs, run_name(key, seed), seed, workdir, extra, rerun)[0]
     return results
 
 
 def video_runs(seeds: int, workdir: Path, fast: bool, rerun: bool) -> dict[int, dict]:
     extra = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=20",
              "--trainer.max_epochs=1", "--trainer.limit_val_batches=0", f"--data.init_args.root={workdir / 'video_data'}"] if fast else []
-    return {s: run_fit([config("video.yaml")], f"video_seed{s}", s, workdir, extra, rerun)[0] for s in range(seeds)}
+    return {s: run_fit([config("video.yaml")], run_name("video", s), s, workdir, extra, rerun)[0] for s in range(seeds)}
 
 
 def mean_ci_cell(runs: dict[int, dict], key: str) -> str:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     seeds, workdir, start = (1 if args.fast else args.seeds), Path(args.workdir), time.time()
     images = image_runs(seeds, workdir, args.fast, args.rerun, args.only)
-    video = ({s: json.loads(f.read_text()) for s in range(seeds) if (f := workdir / f"video_seed{s}" / "metrics.json").exists()}
+    video = ({s: json.loads(f.read_text()) for s in range(seeds) if (f := workdir / run_name("video", s) / "metrics.json").exists()}
              if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun))
     wall = time.time() - start
     run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs.values())

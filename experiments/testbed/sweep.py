@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curves import plot_curves, read_curves  # noqa: E402
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import markdown_table, mean_ci, plot_rsum, run_fit  # noqa: E402
+from runlib import markdown_table, mean_ci, plot_rsum, run_fit, run_name  # noqa: E402
 
 from twostream.callbacks.run_summary import RECALL_KEYS  # noqa: E402
 
@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     def run(task: tuple[str, int]):
         name, seed = task
         recipe = spec["recipes"][name]
-        return run_fit(configs_of(spec, recipe), f"{name}_seed{seed}", seed, args.workdir, args_of(spec, recipe),
+        return run_fit(configs_of(spec, recipe), run_name(name, seed), seed, args.workdir, args_of(spec, recipe),
                        threads=threads)
 
-    reused = sum((args.workdir / f"{n}_seed{seed}" / "metrics.json").exists() for n, seed in tasks)
+    reused = sum((args.workdir / run_name(n, seed) / "metrics.json").exists() for n, seed in tasks)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = dict(zip(tasks, pool.map(run, tasks)))
     first = seeds[0]
-    curves = {n: read_curves(args.workdir / f"{n}_seed{first}") for n in names}
+    curves = {n: read_curves(args.workdir / run_name(n, first)) for n in names}
     rows = [summarise_run(n, results[(n, first)][0], curves[n]) for n in names]
     commands = {n: command_of(spec, spec["recipes"][n], first) for n in names}
     notes = {n: spec["recipes"][n].get("note", "") for n in names}
