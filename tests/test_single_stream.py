@@ -122,3 +122,21 @@ def test_pretrained_vilt_loads_from_a_local_directory(tmp_path):
 
     with pytest.raises(WeightsNotAvailableError, match="not available locally"):
         VLTransformer(pretrained=str(tmp_path / "missing"), context_length=16)
+
+
+def test_itc_auxiliary_aligns_the_unimodal_passes_and_is_off_by_default():
+    assert SingleStreamModel(transformer()).itc is None
+    model = SingleStreamModel(transformer(), mining_pool=4, itc_weight=1.0)
+    b = batch(model)
+    logged = {}
+    model.log = lambda name, value, **k: logged.__setitem__(name, float(value.detach()))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    history = []
+    for step in range(60):
+        loss = model.training_step(b, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(logged["train/itc_loss"])
+    assert set(model.loss_terms) == {"itm_loss", "itc_loss"}  # NonFiniteGuard can name either
+    assert min(history[-10:]) < 0.5 * history[0], (history[0], history[-10:])

@@ -13,8 +13,6 @@ two towers are views of one :class:`VLTransformer`, registered once here as ``tr
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
@@ -22,18 +20,8 @@ from twostream.checkpoints import load_prefixed
 from twostream.encoder import TwoStreamEncoder
 from twostream.errors import ConfigError
 from twostream.prerequisites import Artifact
-from twostream.methods.vldeformer.vl_transformer import VLTransformer
+from twostream.methods.vldeformer.vl_transformer import Pooling, VLTransformer, pool
 from twostream.towers.base import TowerOutput
-
-Pooling = Literal["mean_tanh", "mean_all_tanh", "cls"]
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
-    if how == "cls":
-        return hidden[:, 0]
-    m = (mask if how == "mean_tanh" else torch.ones_like(mask)).unsqueeze(-1).to(hidden.dtype)
-    return torch.tanh((hidden * m).sum(1) / m.sum(1).clamp_min(1.0))
-
 
 class _View(nn.Module):
     """One modality's pass through the shared transformer (a plain reference: no parameters here)."""

@@ -8,12 +8,21 @@ from the batch in proportion to softmax(ITM logit) of a no-grad scoring of every
 ``uniform`` draws them uniformly. MLM (``mlm_weight > 0``): 15 % of caption tokens of the positive pairs, BERT's
 80/10/10, predicted by ViLT's MLM head tied to the word embeddings.
 
+ITC (``itc_weight > 0``) [choice, ALBEF's "align before fuse"]: in-batch contrastive learning of the same
+transformer's caption-only and image-only passes (``itc_pooling``, fixed ``itc_temperature``). Why:
+whether a pair matches is a pure interaction of the two inputs (neither alone says anything), so at
+initialisation ITM's gradient is nearly zero and a from-scratch cross-encoder can sit on the 1:2
+prior (BCE 0.637) for its whole schedule; ITC gives each modality a first-order signal, aligned
+features the joint pass can then compare. It also pre-aligns the unimodal passes VLDeformer later
+decomposes, which is why the VLDeformer experiment reports those passes before decomposition too.
+
 Evaluation scores pairs: ``eval_mode="full"`` every pair of the split; ``"rerank"`` k-test
 re-ranking of a two-stream shortlist read from ``shortlist`` (a ``test_embeddings.pt`` written by a
 TwoStreamEncoder run with ``save_embeddings: true`` on the same split). Single process only.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Literal
 
 import lightning as L
@@ -27,12 +36,14 @@ from twostream.metrics.score_ranking import recall_from_scores
 from twostream.masking import mask_tokens
 from twostream.optim import adamw_warmup_cosine
 from twostream.methods.vldeformer.scoring import full_scores, rerank_scores
-from twostream.methods.vldeformer.vl_transformer import VLTransformer
+from twostream.contrastive import InBatchContrastive
+from twostream.methods.vldeformer.vl_transformer import Pooling, VLTransformer, pool
 
 
 class SingleStreamModel(L.LightningModule):
     def __init__(self, transformer: VLTransformer, itm_negatives: Literal["mined", "uniform"] = "mined", mining_pool: int = 16,
-                 mlm_weight: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
+                 mlm_weight: float = 0.0, itc_weight: float = 0.0, itc_temperature: float = 0.05,
+                 itc_pooling: Pooling = "mean_tanh", lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.0, total_steps: int | None = None,
                  eval_mode: Literal["full", "rerank"] = "full", rerank_k: int = 16, shortlist: str | None = None,
                  score_batch_size: int = 128, recall_ks: tuple[int, ...] = (1, 5, 10)):
@@ -53,6 +64,7 @@ class SingleStreamModel(L.LightningModule):
 
             self.mlm_head = ViltMLMHead(transformer.vilt.config)
             self.mlm_head.decoder.weight = transformer.vilt.embeddings.text_embeddings.word_embeddings.weight
+        self.itc = InBatchContrastive(weight=itc_weight, name="itc") if itc_weight > 0 else None
         self._eval: dict[str, list] = {}
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -102,6 +114,8 @@ class SingleStreamModel(L.LightningModule):
         loss, self.loss_terms = itm, {"itm_loss": itm.detach()}  # NonFiniteGuard names a bad one
         if self.mlm_head is not None:
             loss = loss + self.hparams.mlm_weight * self._mlm(ids, mask, images, gen, b)
+        if self.itc is not None:
+            loss = loss + self._itc(ids, mask, images, b)
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         return loss
 
@@ -115,6 +129,19 @@ class SingleStreamModel(L.LightningModule):
         self.log("train/mlm_loss", loss, batch_size=b)
         self.loss_terms["mlm_loss"] = loss.detach()
         return loss
+
+    def _itc(self, ids, mask, images, b) -> torch.Tensor:
+        """In-batch contrastive loss of the caption-only and image-only passes (the positives of the batch)."""
+        t, how, m = self.transformer, self.hparams.itc_pooling, mask.bool()
+        hidden = t.forward_image(images)
+        image = pool(hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device), how)
+        text = pool(t.forward_text(ids, m), m, how)
+        outputs = SimpleNamespace(image_emb=F.normalize(image, dim=-1), text_emb=F.normalize(text, dim=-1),
+                                  temperature=self.hparams.itc_temperature, pair_weight=None)
+        terms = self.itc(outputs, {})
+        self.log("train/itc_loss", terms["itc_loss"], batch_size=b)
+        self.loss_terms["itc_loss"] = terms["itc_loss"].detach()
+        return self.itc.weight * terms["itc_loss"]
 
     def configure_optimizers(self):
         hp = self.hparams

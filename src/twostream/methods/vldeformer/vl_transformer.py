@@ -22,6 +22,15 @@ from torch import nn
 from twostream.errors import ConfigError
 
 OPEN_CLIP_VOCAB = 49408  # open_clip's BPE; the id past it is [MASK]
+Pooling = Literal["mean_tanh", "mean_all_tanh", "cls"]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
+    """One vector per sequence of a single-modality pass: [CLS], or tanh of the (masked) mean of the states."""
+    if how == "cls":
+        return hidden[:, 0]
+    m = (mask if how == "mean_tanh" else torch.ones_like(mask)).unsqueeze(-1).to(hidden.dtype)
+    return torch.tanh((hidden * m).sum(1) / m.sum(1).clamp_min(1.0))
 
 
 class VLTransformer(nn.Module):
