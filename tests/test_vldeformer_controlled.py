@@ -35,7 +35,7 @@ def test_vldeformer_controlled_pairs_each_decomposition_with_its_own_stage1(tmp_
     no_image = yaml.safe_load((runs / "overrides" / "no_image_neg.yaml").read_text())["model"]["init_args"]["heads"][0]
     assert no_image["init_args"]["caption_negatives"] is True and no_image["init_args"]["image_negatives"] is False
     report = json.loads((tmp_path / "vl.json").read_text())["runs"]
-    assert {"stage1_subset", "rerank2", "decomposed", "decomposed_subset", "no_hard_neg_subset"} <= set(report)
+    assert {"stage1_subset", "stage1_two_stream", "rerank2", "decomposed", "decomposed_subset", "no_hard_neg_subset"} <= set(report)
     dec = report["decomposed"]["0"]  # JSON keys: seeds as strings
     # recall recomputed from the saved embeddings over every image equals what the run's own evaluator logged
     every = vldeformer_controlled.subset_recall(runs / "decomposed_seed0" / "test_embeddings.pt", 12)

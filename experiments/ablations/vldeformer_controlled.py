@@ -2,10 +2,12 @@
 
     python experiments/ablations/vldeformer_controlled.py --seeds 3 --out experiments/results/vldeformer_controlled
 
-Per seed k, every model = single_stream.yaml / vldeformer.yaml + experiments/testbed/vl_mini.yaml (the
-conv stem; 624 stage-1 steps, 468 decomposition steps, batch 64):
-  stage1           the single-stream cross-encoder (ITM); tested by scoring every pair of the first 100 test
-                   images (500 captions): N·M passes, so not on all 1,000
+Per seed k, every model = single_stream.yaml / vldeformer.yaml + experiments/testbed/vl_mini.yaml (width 64
+x 4 layers, conv stem; 624 stage-1 steps, 468 decomposition steps, batch 64):
+  stage1           the single-stream cross-encoder: ITM + ITC (vl_mini_stage1.yaml); tested by scoring every
+                   pair of the first 100 test images (500 captions): N·M passes, so not on all 1,000
+  stage1_two_stream  stage1's weights used as two encoders with no decomposition training (what ITC alone
+                   gave the unimodal passes: the decomposition's starting point)
   decomposed       VLDeformer from stage1's checkpoint with both hard-negative kinds; tested on all 1,000
                    test images, its embeddings saved (the shortlist below; its first-100 recall is computed
                    from them, the same pairs as stage1's)
@@ -38,11 +40,13 @@ from testbed.curves import read_curves  # noqa: E402
 
 PRETRAIN = ROOT / "experiments" / "pretrain"
 VL_MINI = ROOT / "experiments" / "testbed" / "vl_mini.yaml"
+STAGE1 = ROOT / "experiments" / "testbed" / "vl_mini_stage1.yaml"
 PRIOR_BCE = -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))  # 0.637: predicting "match" with p = 1/3 always
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-DECOMPOSITIONS = {  # row -> (caption_negatives, image_negatives)
-    "decomposed": (True, True), "no_caption_neg": (False, True), "no_image_neg": (True, False), "no_hard_neg": (False, False)}
-TITLES = {"stage1": "single-stream cross-encoder (stage 1)", "decomposed": "VLDeformer, both hard negatives",
+DECOMPOSITIONS = {  # row -> (caption_negatives, image_negatives); stage1_two_stream is tested, not trained
+    "stage1_two_stream": (True, True), "decomposed": (True, True), "no_caption_neg": (False, True), "no_image_neg": (True, False), "no_hard_neg": (False, False)}
+TITLES = {"stage1": "single-stream cross-encoder (stage 1)",
+          "stage1_two_stream": "stage 1's weights as two encoders, before decomposition", "decomposed": "VLDeformer, both hard negatives",
           "no_caption_neg": "VLDeformer, no caption negatives", "no_image_neg": "VLDeformer, no image negatives",
           "no_hard_neg": "VLDeformer, no hard negatives (in-batch only)"}
 FULL_SPLIT = "--data.init_args.eval_images=null"
@@ -84,7 +88,8 @@ def decompose(seed: int, row: str, workdir: Path, ckpt: Path, extra: list[str], 
            str(heads_override(workdir / "overrides" / f"{row}.yaml", captions, images))]
     name = run_name(row, seed)
     args = [*extra, f"--model.init_args.init_from={ckpt / 'last.ckpt'}", FULL_SPLIT]
-    out[row] = run_fit(cfg, name, seed, workdir, args, False, threads)[0]
+    subcommand = "test" if row == "stage1_two_stream" else "fit"  # test: the stage-1 weights init_from loaded
+    out[row] = run_fit(cfg, name, seed, workdir, args, False, threads, subcommand=subcommand)[0]
     out[f"{row}_subset"] = subset_recall(workdir / name / "test_embeddings.pt", 100)
 
 
@@ -92,10 +97,11 @@ def run_seed(seed: int, workdir: Path, ks: list[int], k_seeds: dict[int, int], t
              threads: int | None) -> dict[str, dict]:
     """Every run of one seed, in dependency order; returns row -> metrics (``*_subset`` rows: first 100 images)."""
     ckpt = workdir / "ckpt" / run_name("stage1", seed)
-    stage1_cfg = [str(PRETRAIN / "single_stream.yaml"), str(VL_MINI),
+    stage1_cfg = [str(PRETRAIN / "single_stream.yaml"), str(VL_MINI), str(STAGE1),
                   str(checkpoint_override(workdir / "overrides" / f"{run_name('stage1', seed)}.yaml", ckpt))]
     out = {"stage1_subset": run_fit(stage1_cfg, run_name("stage1", seed), seed, workdir, extra, False, threads)[0]}
     out["stage1_subset"].update(plateau(workdir / run_name("stage1", seed)))
+    decompose(seed, "stage1_two_stream", workdir, ckpt, extra, threads, out)
     decompose(seed, "decomposed", workdir, ckpt, extra, threads, out)
     shortlist = workdir / run_name("decomposed", seed) / "test_embeddings.pt"
     for k in ks:
@@ -105,7 +111,7 @@ def run_seed(seed: int, workdir: Path, ks: list[int], k_seeds: dict[int, int], t
                 f"--model.init_args.rerank_k={k}", f"--model.init_args.shortlist={shortlist}"]
         out[f"rerank{k}"] = run_fit(stage1_cfg, run_name(f"rerank{k}", seed), seed, workdir, args, False, threads,
                                     subcommand="test")[0]
-    for row in list(DECOMPOSITIONS)[1:] if seed < toggle_seeds else []:  # last: the main comparison comes first
+    for row in list(DECOMPOSITIONS)[2:] if seed < toggle_seeds else []:  # last: the main comparison comes first
         decompose(seed, row, workdir, ckpt, extra, threads, out)
     return out
 
