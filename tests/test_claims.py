@@ -38,6 +38,22 @@ def test_verdicts_follow_the_paired_ci(tmp_path):
     assert next(v for k, v in by_claim.items() if "10,800" in k).endswith("| not measured yet |")
 
 
+def test_drop_reads_the_controlled_experiment_and_flags_a_weak_cross_encoder(tmp_path):
+    write(tmp_path, "tables", {"image_text": {"single_stream": runs([200.0, 210.0]), "vldeformer": runs([100.0, 105.0])}})
+    write(tmp_path, "vldeformer_controlled", {"runs": {"stage1_subset": runs([100.0, 120.0, 110.0]),
+                                                       "decomposed_subset": runs([150.0, 170.0, 168.0]),
+                                                       "stage1_two_stream_subset": runs([160.0, 180.0, 165.0])}})
+    drop = next(line for line in claims.claims_lines(tmp_path) if "decomposing" in line)
+    assert "`vldeformer_controlled`" in drop and "3 seeds" in drop  # the controlled runs win over tables.json
+    assert "(`stage1_two_stream`) already reach 153.3 %" in drop
+    assert drop.endswith("| **supported**, against a cross-encoder weaker than its own unimodal passes |")
+    write(tmp_path, "vldeformer_controlled", {"runs": {"stage1_subset": runs([200.0, 210.0, 190.0]),
+                                                       "decomposed_subset": runs([199.9, 209.9, 189.9]),
+                                                       "stage1_two_stream_subset": runs([100.0, 105.0, 95.0])}})
+    drop = next(line for line in claims.claims_lines(tmp_path) if "decomposing" in line)
+    assert "reach 50.0 % of the cross-encoder's RSUM;" not in drop and drop.endswith("| **supported** |")
+
+
 def test_speed_claims_and_the_script(tmp_path):
     rows = [{"key": "two-stream", "name": "two", "formula": "f", "speedup": 500.0},
             {"key": "decomposed", "name": "dec", "formula": "g", "speedup": 2000.0}]

@@ -45,3 +45,16 @@ def test_vldeformer_controlled_pairs_each_decomposition_with_its_own_stage1(tmp_
     assert 0 < report["stage1_subset"]["0"]["final_itm_loss"] < 2
     md = (tmp_path / "vl.md").read_text()
     assert "did the cross-encoder leave its matching plateau" in md and "k-test re-ranking k = 2" in md
+    assert "Decomposition training vs its starting point" in md
+
+    # --report_only: the same report from the JSON alone, once the runs are gone
+    before_tables = md.split("## Stage 1")[1]
+    (tmp_path / "vl.md").unlink()
+    vldeformer_controlled.main(["--report_only", "--out", str(tmp_path / "vl")])
+    again = (tmp_path / "vl.md").read_text()
+    assert "re-rendered from its JSON" in again and again.split("## Stage 1")[1] == before_tables
+
+
+def test_report_only_names_the_missing_json(tmp_path):
+    with pytest.raises(SystemExit, match=r"missing\.json does not exist"):
+        vldeformer_controlled.main(["--report_only", "--out", str(tmp_path / "missing")])

@@ -17,12 +17,14 @@ x 4 layers, conv stem; 624 stage-1 steps, 468 decomposition steps, batch 64):
 Drop = decomposed minus stage 1 on the same split and seed (paired Δ RSUM, CI, p): on the 100-image subset
 (both score every pair) and on the 1,000 split (stage 1 through re-ranking). The stage-1 plateau: the mean of
 its last five logged ITM losses against the BCE of the 1:2 negative prior it starts by learning (0.637).
-Runs are `python -m twostream fit|test` subprocesses, reused when finished with the same configs.
+Runs are `python -m twostream fit|test` subprocesses, reused when finished with the same configs; `--report_only`
+re-renders the report from the JSON it wrote (after a change to the report, or once runs/ is gone).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import sys
@@ -35,7 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import checkpoint_override, markdown_table, plot_rsum, run_fit, run_name  # noqa: E402
+from runlib import by_seed, checkpoint_override, markdown_table, paired_cells, plot_rsum, run_fit, run_name  # noqa: E402
+from stats import paired_difference  # noqa: E402
 from testbed.curves import read_curves  # noqa: E402
 
 PRETRAIN = ROOT / "experiments" / "pretrain"
@@ -44,7 +47,8 @@ STAGE1 = ROOT / "experiments" / "testbed" / "vl_mini_stage1.yaml"
 PRIOR_BCE = -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))  # 0.637: predicting "match" with p = 1/3 always
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 DECOMPOSITIONS = {  # row -> (caption_negatives, image_negatives); stage1_two_stream is tested, not trained
-    "stage1_two_stream": (True, True), "decomposed": (True, True), "no_caption_neg": (False, True), "no_image_neg": (True, False), "no_hard_neg": (False, False)}
+    "stage1_two_stream": (True, True), "decomposed": (True, True), "no_hard_neg": (False, False),
+    "no_caption_neg": (False, True), "no_image_neg": (True, False)}
 TITLES = {"stage1": "single-stream cross-encoder (stage 1)",
           "stage1_two_stream": "stage 1's weights as two encoders, before decomposition", "decomposed": "VLDeformer, both hard negatives",
           "no_caption_neg": "VLDeformer, no caption negatives", "no_image_neg": "VLDeformer, no image negatives",
@@ -116,6 +120,19 @@ def run_seed(seed: int, workdir: Path, ks: list[int], k_seeds: dict[int, int], t
     return out
 
 
+def training_lines(results: dict[str, dict[int, dict]]) -> list[str]:
+    """What decomposition training adds to its starting point (stage 1's weights used as two encoders), per split."""
+    lines = []
+    for split, suffix in (("100-image subset", "_subset"), ("1,000 images", "")):
+        start, end = results.get(f"stage1_two_stream{suffix}"), results.get(f"decomposed{suffix}")
+        if start and end:
+            diff = paired_difference(by_seed(start, "rsum"), by_seed(end, "rsum"))
+            delta, p, verdict = paired_cells(diff, len(end))
+            lines.append(f"Decomposition training vs its starting point (`decomposed` − `stage1_two_stream`, same seed), "
+                         f"{split}: Δ RSUM {delta}, p {p}, {verdict}.")
+    return lines + [""] if lines else []
+
+
 def report_lines(results: dict[str, dict[int, dict]], ks: list[int], seeds: int) -> list[str]:
     subset = [r for r in ("stage1_subset", *(f"{r}_subset" for r in DECOMPOSITIONS)) if results.get(r)]
     full = [r for r in (*(f"rerank{k}" for k in ks), *DECOMPOSITIONS) if results.get(r)]
@@ -137,10 +154,15 @@ def report_lines(results: dict[str, dict[int, dict]], ks: list[int], seeds: int)
                   "ranking (its R@K for K > k is the shortlist's); Δ RSUM: each row minus the first row, same seed.", "",
                   *markdown_table([label(r) for r in full], [results[r] for r in full], RECALLS, base,
                                   label(full[0]) if base is not None else None), ""]
-    kept = [100 * results["decomposed_subset"][s]["rsum"] / stage1[s]["rsum"] for s in sorted(stage1) if s in results["decomposed_subset"]]
-    if kept:
-        lines += [f"VLDeformer keeps {', '.join(f'{k:.1f} %' for k in kept)} of its stage-1 model's RSUM on the 100-image "
-                  f"subset (seeds 0–{len(kept) - 1}); target ≥ 90 %, paper ≥ 99.4 % (< 0.6 % average-recall drop)."]
+    lines += training_lines(results)
+    for row in ("stage1_two_stream", "decomposed"):
+        runs = results.get(f"{row}_subset", {})
+        kept = [100 * runs[s]["rsum"] / stage1[s]["rsum"] for s in sorted(stage1) if s in runs]
+        if kept:
+            title = TITLES[row][0].upper() + TITLES[row][1:]
+            lines += [f"{title}: {', '.join(f'{k:.1f} %' for k in kept)} of the cross-encoder's RSUM on the "
+                      f"100-image subset (seeds {', '.join(str(s) for s in sorted(runs))}); target ≥ 90 %, paper ≥ 99.4 % "
+                      "(< 0.6 % average-recall drop).", ""]
     return lines
 
 
@@ -154,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--toggle_seeds", type=int, default=None, help="seeds with the hard-negative toggle rows (default: all)")
     p.add_argument("--out", required=True, help="output path without suffix (.md, .json, .png)")
     p.add_argument("--workdir", default="runs/claims/vldeformer")
+    p.add_argument("--report_only", action="store_true", help="re-render the report from --out's .json; runs nothing")
     args, extra = p.parse_known_args(argv)
+    if args.report_only:
+        return rerender(Path(args.out), argv)
     if args.rerank_seeds is not None and len(args.rerank_seeds) != len(args.rerank_k):
         p.error(f"--rerank_seeds gives {len(args.rerank_seeds)} counts for {len(args.rerank_k)} values of --rerank_k")
     k_seeds = dict(zip(args.rerank_k, args.rerank_seeds or [args.seeds] * len(args.rerank_k)))
@@ -167,16 +192,34 @@ def main(argv: list[str] | None = None) -> None:
     rows = sorted({r for runs in per_seed.values() for r in runs})
     results = {r: {s: per_seed[s][r] for s in per_seed if r in per_seed[s]} for r in rows}
     command, host = command_line(argv, __file__), (machine(threads) if threads else machine())
-    lines = ["# VLDeformer, controlled (mini-scale)", "", f"Command: `{command}`", "",
-             f"Machine: {machine_line(host)}. Wall time {(time.time() - start) / 60:.1f} min (finished runs reused).", "",
-             f"Mean ± 95 % CI over {args.seeds} seeds, test split, percent; paired by seed (the decomposition of "
-             "seed k starts from stage 1 of seed k).", "", *report_lines(results, args.rerank_k, args.seeds)]
-    write_report(Path(args.out), {"command": command, "machine": host, "seeds": args.seeds, "titles": TITLES,
-                                  "prior_bce": PRIOR_BCE, "runs": results}, lines)
+    render(Path(args.out), {"command": command, "machine": host, "seeds": args.seeds, "titles": TITLES,
+                            "prior_bce": PRIOR_BCE, "wall_min": round((time.time() - start) / 60, 1), "runs": results})
+
+
+def render(out: Path, data: dict, note: str = "") -> None:
+    """The report (.md, .json, .png) from the collected results: ``data`` is what the JSON holds."""
+    results, wall = data["runs"], data.get("wall_min")
+    ks = sorted(int(r[6:]) for r in results if r.startswith("rerank"))
+    lines = ["# VLDeformer, controlled (mini-scale)", "", f"Command: `{data['command']}`{note}", "",
+             f"Machine: {machine_line(data['machine'])}."
+             + (f" Wall time {wall:.1f} min (finished runs reused)." if wall is not None else ""), "",
+             f"Mean ± 95 % CI over {data['seeds']} seeds, test split, percent; paired by seed (the decomposition of "
+             "seed k starts from stage 1 of seed k).", "", *report_lines(results, ks, data["seeds"])]
+    write_report(out, data, lines)
     subset = [r for r in ("stage1_subset", *(f"{r}_subset" for r in DECOMPOSITIONS)) if results.get(r)]
-    plot_rsum(Path(args.out).with_suffix(".png"), [TITLES[r.removesuffix("_subset")] for r in subset],
+    plot_rsum(out.with_suffix(".png"), [TITLES[r.removesuffix("_subset")] for r in subset],
               [results[r] for r in subset], "RSUM, first 100 test images (chance ≈ 32)", baseline=0)
     print("\n".join(lines))
+
+
+def rerender(out: Path, argv: list[str] | None) -> None:
+    """--report_only: the report again from ``out``.json, without the runs (they may be gone: runs/ is scratch)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"--report_only: {path} does not exist; run the experiment first (same --out)")
+    data = json.loads(path.read_text())
+    data["runs"] = {row: {int(s): r for s, r in runs.items()} for row, runs in data["runs"].items()}
+    render(out, data, f" (report re-rendered from its JSON: `{command_line(argv, __file__)}`)")
 
 
 if __name__ == "__main__":
