@@ -94,6 +94,14 @@ def checkpoint_override(path: Path, dirpath: Path) -> Path:
     return path
 
 
+def seeds_of(runs) -> dict[int, dict]:
+    """A row's runs keyed by seed as read back from a results JSON, which stores seed keys as strings (older
+    files: a list by seed)."""
+    if isinstance(runs, list):
+        return dict(enumerate(runs))
+    return {int(s): r for s, r in (runs or {}).items()}
+
+
 def by_seed(runs: dict[int, dict], metric: str) -> dict[int, float]:
     """One metric of a row's runs, keyed by seed; runs that lack it are left out."""
     return {seed: r[metric] for seed, r in runs.items() if metric in r}

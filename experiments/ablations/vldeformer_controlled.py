@@ -37,7 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
-from runlib import by_seed, checkpoint_override, markdown_table, paired_cells, plot_rsum, run_fit, run_name  # noqa: E402
+from runlib import (by_seed, checkpoint_override, markdown_table, paired_cells, plot_rsum, run_fit, run_name,  # noqa: E402
+                    seeds_of)
 from stats import paired_difference  # noqa: E402
 from testbed.curves import read_curves  # noqa: E402
 
@@ -157,11 +158,12 @@ def report_lines(results: dict[str, dict[int, dict]], ks: list[int], seeds: int)
     lines += training_lines(results)
     for row in ("stage1_two_stream", "decomposed"):
         runs = results.get(f"{row}_subset", {})
-        kept = [100 * runs[s]["rsum"] / stage1[s]["rsum"] for s in sorted(stage1) if s in runs]
-        if kept:
+        paired = [s for s in sorted(stage1) if s in runs]
+        if paired:
             title = TITLES[row][0].upper() + TITLES[row][1:]
-            lines += [f"{title}: {', '.join(f'{k:.1f} %' for k in kept)} of the cross-encoder's RSUM on the "
-                      f"100-image subset (seeds {', '.join(str(s) for s in sorted(runs))}); target ≥ 90 %, paper ≥ 99.4 % "
+            kept = ", ".join(f"{100 * runs[s]['rsum'] / stage1[s]['rsum']:.1f} %" for s in paired)
+            lines += [f"{title}: {kept} of the cross-encoder's RSUM on the "
+                      f"100-image subset (seeds {', '.join(map(str, paired))}); target ≥ 90 %, paper ≥ 99.4 % "
                       "(< 0.6 % average-recall drop).", ""]
     return lines
 
@@ -218,7 +220,7 @@ def rerender(out: Path, argv: list[str] | None) -> None:
     if not path.exists():
         raise SystemExit(f"--report_only: {path} does not exist; run the experiment first (same --out)")
     data = json.loads(path.read_text())
-    data["runs"] = {row: {int(s): r for s, r in runs.items()} for row, runs in data["runs"].items()}
+    data["runs"] = {row: seeds_of(runs) for row, runs in data["runs"].items()}
     render(out, data, f" (report re-rendered from its JSON: `{command_line(argv, __file__)}`)")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, write_report  # noqa: E402
+from runlib import seeds_of  # noqa: E402
 from stats import mean_ci, paired_difference  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -83,13 +84,6 @@ def load(name: str, results: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def seeds_of(runs) -> dict[int, dict]:
-    """A row's runs keyed by seed: JSON stores seed keys as strings (older files: a list by seed)."""
-    if isinstance(runs, list):
-        return dict(enumerate(runs))
-    return {int(s): r for s, r in (runs or {}).items()}
-
-
 def metric_by_seed(runs, metric: str) -> dict[int, float]:
     return {s: r[metric] for s, r in seeds_of(runs).items() if r and metric in r}
 
@@ -119,24 +113,24 @@ def gain_row(claim: GainClaim, results: Path) -> list[str]:
     return [claim.paper, claim.claim, measured, gain_verdict(d.low, d.high)]
 
 
-def drop_pairs(results: Path) -> tuple[str, dict[int, float], dict[int, float]] | None:
-    """(source, stage-1 RSUM by seed, decomposed RSUM by seed) on the same 100-image subset: the controlled
-    experiment when it has run, else the older `make tables` rows."""
+def drop_pairs(results: Path) -> tuple[str, dict[int, float], dict[int, float], dict[int, float]] | None:
+    """(source, stage-1 RSUM by seed, decomposed RSUM by seed, stage 1's unimodal passes' RSUM by seed) on the
+    same 100-image subset: the controlled experiment when it has run, else the older `make tables` rows (which
+    have no unimodal-pass row: {})."""
     controlled = (load("vldeformer_controlled", results) or {}).get("runs", {})
     if controlled.get("stage1_subset") and controlled.get("decomposed_subset"):
         return ("vldeformer_controlled", metric_by_seed(controlled["stage1_subset"], "rsum"),
-                metric_by_seed(controlled["decomposed_subset"], "rsum"))
+                metric_by_seed(controlled["decomposed_subset"], "rsum"),
+                metric_by_seed(controlled.get("stage1_two_stream_subset"), "rsum"))
     tables = (load("tables", results) or {}).get("image_text", {})
     if tables.get("single_stream") and tables.get("vldeformer"):
-        return "tables", metric_by_seed(tables["single_stream"], "rsum"), metric_by_seed(tables["vldeformer"], "rsum")
+        return "tables", metric_by_seed(tables["single_stream"], "rsum"), metric_by_seed(tables["vldeformer"], "rsum"), {}
     return None
 
 
-def starting_point_note(results: Path, stage1: dict[int, float]) -> tuple[str, bool]:
+def starting_point_note(start: dict[int, float], stage1: dict[int, float]) -> tuple[str, bool]:
     """Where the controlled experiment has it: how stage 1's own unimodal passes (no decomposition training)
     score against the cross-encoder, so a "keeps > 100 %" reads as what it is, a weak cross-encoder."""
-    runs = (load("vldeformer_controlled", results) or {}).get("runs", {})
-    start = metric_by_seed(runs.get("stage1_two_stream_subset"), "rsum")
     paired = sorted(set(start) & set(stage1))
     if not paired:
         return "", False
@@ -152,13 +146,13 @@ def drop_row(results: Path) -> list[str]:
     paired = sorted(set(found[1]) & set(found[2])) if found else []
     if not paired:
         return ["VLDeformer", claim, "no single-stream/VLDeformer pair yet (`vldeformer_controlled.json`)", "not measured yet"]
-    source, ss, vl = found
+    source, ss, vl, start = found
     drops = [100.0 * (ss[s] - vl[s]) / max(ss[s], 1e-9) for s in paired]
     ci = mean_ci(drops)
     text = (f"RSUM drop {ci.mean:.1f} % of the single-stream model's, i.e. it keeps {100 - ci.mean:.1f} % (100-image "
             f"subset, every pair scored, `{source}`), "
             + ("one seed" if ci.n < 2 else f"95 % CI of the drop [{ci.low:.1f}, {ci.high:.1f}] %, {ci.n} seeds"))
-    note, weak_stage1 = starting_point_note(results, ss)
+    note, weak_stage1 = starting_point_note(start, ss)
     text += note
     if ci.n < 2:
         verdict = "not distinguishable at this scale (one seed)"
