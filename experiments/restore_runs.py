@@ -1,13 +1,15 @@
 """Put a sweep's finished runs back from its results JSON, so the next sweep reuses them.
 
     python experiments/restore_runs.py experiments/results/cots_ablation.json --workdir runs/claims/cots_ablation
+    python experiments/restore_runs.py experiments/results/tables.json --workdir runs/tables   # then `make tables`
 
 Why: ``runs/`` is git-ignored, so a fresh clone (or another machine) has none of the runs behind a
 committed table, and extending that table (a row edited, more seeds) would run every row again. The
 results JSON of a sweep keeps each run's reuse record (its metrics and ``run_key``) under
 ``runs[row][seed]``; this writes them back as ``<workdir>/<row>_seed<seed>/metrics.json``. Reuse still
 checks each record's key against today's config files (``runlib.run_fit``), so a record whose row has
-changed since is set aside and run again, never handed back. Records without a key are skipped: they
+changed since is set aside and run again, never handed back (``make tables`` also trains a single-stream
+seed again when its VLDeformer run is still to do: the checkpoint it starts from is not in the record). Records without a key are skipped: they
 could not be checked. Existing records are left alone.
 """
 from __future__ import annotations

@@ -48,6 +48,16 @@ def _reusable(metrics_file: Path, name: str, key: str) -> dict | None:
     return None
 
 
+def would_reuse(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = ()) -> bool:
+    """Whether ``run_fit`` with these arguments would hand back a finished run (without touching it): a
+    later stage can then tell whether it still needs what an earlier stage left on disk (a checkpoint)."""
+    metrics_file = workdir / name / "metrics.json"
+    if not metrics_file.exists():
+        return False
+    return json.loads(metrics_file.read_text()).get("run_key", run_key(configs, seed, list(extra))) == run_key(
+        configs, seed, list(extra))
+
+
 def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = (), rerun: bool = False,
             threads: int | None = None, subcommand: str = "fit") -> tuple[dict, float]:
     """Run (or reuse) ``workdir/name``; returns (its metrics.json + run_wall_s, wall seconds).

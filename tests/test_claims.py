@@ -24,7 +24,7 @@ def test_verdicts_follow_the_paired_ci(tmp_path):
         "3_mlm": runs([b + 8 - 3 * s for s, b in enumerate(base)]),         # noisy queue-relative gain
         "4_mvm": runs([b - 5 for b in base]),                               # worse than the queue row
     }})
-    write(tmp_path, "tables", {"image_text": {"single_stream": runs([200.0, 210.0, 190.0]),
+    write(tmp_path, "tables", {"runs": {"single_stream": runs([200.0, 210.0, 190.0]),
                                               "vldeformer": runs([100.0, 105.0, 95.0])}})
     lines = claims.claims_lines(tmp_path)
     by_claim = {line.split(" | ")[1]: line for line in lines[2:]}
@@ -39,7 +39,7 @@ def test_verdicts_follow_the_paired_ci(tmp_path):
 
 
 def test_drop_reads_the_controlled_experiment_and_flags_a_weak_cross_encoder(tmp_path):
-    write(tmp_path, "tables", {"image_text": {"single_stream": runs([200.0, 210.0]), "vldeformer": runs([100.0, 105.0])}})
+    write(tmp_path, "tables", {"runs": {"single_stream": runs([200.0, 210.0]), "vldeformer": runs([100.0, 105.0])}})
     write(tmp_path, "vldeformer_controlled", {"runs": {"stage1_subset": runs([100.0, 120.0, 110.0]),
                                                        "decomposed_subset": runs([150.0, 170.0, 168.0]),
                                                        "stage1_two_stream_subset": runs([160.0, 180.0, 165.0])}})

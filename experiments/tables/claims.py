@@ -122,7 +122,8 @@ def drop_pairs(results: Path) -> tuple[str, dict[int, float], dict[int, float], 
         return ("vldeformer_controlled", metric_by_seed(controlled["stage1_subset"], "rsum"),
                 metric_by_seed(controlled["decomposed_subset"], "rsum"),
                 metric_by_seed(controlled.get("stage1_two_stream_subset"), "rsum"))
-    tables = (load("tables", results) or {}).get("image_text", {})
+    saved = load("tables", results) or {}
+    tables = saved.get("runs") or saved.get("image_text", {})  # "image_text": tables.json before 2026-12-04
     if tables.get("single_stream") and tables.get("vldeformer"):
         return "tables", metric_by_seed(tables["single_stream"], "rsum"), metric_by_seed(tables["vldeformer"], "rsum"), {}
     return None

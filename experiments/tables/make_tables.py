@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -26,23 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from report import command as command_line, machine, machine_line, write_report  # noqa: E402
 from claims import claims_lines  # noqa: E402  (this folder is on sys.path when run as a script)
-from runlib import (by_seed, checkpoint_override, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum,  # noqa: E402
-                    run_fit, run_name, verdict)
+from render import IMAGE_ROWS, embedded, plot, rsum_vs_clip, table_a, table_b  # noqa: E402
+from runlib import checkpoint_override, run_fit, run_name, would_reuse  # noqa: E402
 
-IMAGE_ROWS = {  # key: (title, config, test split note)
-    "clip": ("CLIP-style baseline (in-batch contrastive)", "default.yaml", "1,000 × 5,000"),
-    "cots": ("COTS (momentum queues + MLM + MVM + KL + AMF)", "cots.yaml", "1,000 × 5,000"),
-    "cookie": ("COOKIE (shared transformer + 3 knowledge-sharing losses)", "cookie.yaml", "1,000 × 5,000"),
-    "single_stream": ("Single-stream cross-encoder (ITM, every pair scored)", "single_stream.yaml", "first 100 × 500"),
-    "vldeformer": ("VLDeformer (single-stream decomposed, hard negatives)", "vldeformer.yaml", "first 100 × 500"),
-}
-PAPER = {  # what the papers report (paper scale: their data, models and splits, not these)
-    "cots": "Flickr30K 1K: I2T R@1 90.6, T2I R@1 78.3 [3rd-party aggregator, variant unknown]",
-    "cookie": "unimodal gains from cross-modal sharing: image retrieval +5.7 %, text matching +3.9 % [paper]",
-    "vldeformer": "< 0.6 % average recall drop vs. its single-stream model, 1000+× faster [paper]",
-    "single_stream": "-", "clip": "-",
-}
-RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 FAST_DATA = ["--data.init_args.num_train=128", "--data.init_args.num_val=32", "--data.init_args.num_test=50",
              "--data.init_args.batch_size=32", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0"]
 
@@ -87,129 +76,142 @@ def fast_stand_ins(workdir: Path) -> dict[str, Path]:
     return overrides
 
 
-def image_runs(seeds: int, workdir: Path, fast: bool, rerun: bool, only: list[str] | None) -> dict[str, dict[int, dict]]:
-    """Row key -> seed -> metrics (keyed by seed: rows skipped by --only may miss some seeds, pairing must not shift)."""
-    data = [*FAST_DATA, f"--data.init_args.root={workdir / 'data'}"] if fast else []
-    stand_ins = fast_stand_ins(workdir) if fast else {}
-    results: dict[str, dict[int, dict]] = {}
-    for key, (_, cfg, _) in IMAGE_ROWS.items():
-        results[key] = {}
-        for seed in range(seeds):
-            if only and key not in only:  # not run now, but shown when an earlier call finished it
-                done = workdir / run_name(key, seed) / "metrics.json"
-                if done.exists():
-                    results[key][seed] = json.loads(done.read_text())
-                continue
-            configs, extra = [config(cfg)], list(data)
-            if key in stand_ins:
-                configs.append(stand_ins[key])
-            ckpt = workdir / "ckpt" / run_name("single_stream", seed)
-            if key == "single_stream":  # a per-seed checkpoint directory, which VLDeformer's seed starts from
-                configs.append(checkpoint_override(workdir / "overrides" / f"single_stream_seed{seed}.yaml", ckpt))
-            if key == "vldeformer":
-                extra.append(f"--model.init_args.init_from={ckpt / 'last.ckpt'}")
-            if fast and key in ("single_stream", "vldeformer"):
-                extra.append("--data.init_args.eval_images=20")
-            results[key][seed] = run_fit(configs, run_name(key, seed), seed, workdir, extra, rerun)[0]
-    return results
+class Sweep:
+    """The (row, seed) runs of tables (a) and (b), ``jobs`` at a time, with the report re-written after
+    each finished run: an interrupted sweep leaves a table of what finished (and its reuse records, which
+    ``experiments/restore_runs.py`` puts back on another clone)."""
 
+    def __init__(self, args: argparse.Namespace, argv: list[str] | None):
+        self.args, self.argv, self.start = args, argv, time.time()
+        self.seeds = 1 if args.fast else args.seeds
+        self.workdir = Path(args.workdir)
+        self.threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+        self.data = [*FAST_DATA, f"--data.init_args.root={self.workdir / 'data'}"] if args.fast else []
+        self.stand_ins = fast_stand_ins(self.workdir) if args.fast else {}
+        self.images: dict[str, dict[int, dict]] = {key: {} for key in IMAGE_ROWS}
+        self.video: dict[int, dict] = {}
+        self.lock = threading.Lock()
 
-def video_runs(seeds: int, workdir: Path, fast: bool, rerun: bool) -> dict[int, dict]:
-    extra = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=20",
-             "--trainer.max_epochs=1", "--trainer.limit_val_batches=0", f"--data.init_args.root={workdir / 'video_data'}"] if fast else []
-    return {s: run_fit([config("video.yaml")], run_name("video", s), s, workdir, extra, rerun)[0] for s in range(seeds)}
+    # ------------------------------------------------------------------ runs
+    def image_args(self, key: str, seed: int) -> tuple[list[Path], list[str]]:
+        configs, extra = [config(IMAGE_ROWS[key][1])], list(self.data)
+        if key in self.stand_ins:
+            configs.append(self.stand_ins[key])
+        ckpt = self.ckpt_dir(seed)
+        if key == "single_stream":  # a per-seed checkpoint directory, which VLDeformer's seed starts from
+            configs.append(checkpoint_override(self.workdir / "overrides" / f"single_stream_seed{seed}.yaml", ckpt))
+        if key == "vldeformer":
+            extra.append(f"--model.init_args.init_from={ckpt / 'last.ckpt'}")
+        if self.args.fast and key in ("single_stream", "vldeformer"):
+            extra.append("--data.init_args.eval_images=20")
+        return configs, extra
 
+    def ckpt_dir(self, seed: int) -> Path:
+        return self.workdir / "ckpt" / run_name("single_stream", seed)
 
-def mean_ci_cell(runs: dict[int, dict], key: str) -> str:
-    """One table cell: the metric's mean ± 95 % CI over the row's seeds ("-" when no run has it)."""
-    return ci_cell(by_seed(runs, key).values())
+    def run_image(self, key: str, seed: int, rerun: bool = False) -> None:
+        configs, extra = self.image_args(key, seed)
+        metrics = run_fit(configs, run_name(key, seed), seed, self.workdir, extra, rerun or self.args.rerun, self.threads)[0]
+        with self.lock:
+            self.images[key][seed] = metrics
 
+    def run_cross_encoder(self, seed: int) -> None:
+        """Single-stream seed k, then VLDeformer seed k decomposing it. A reused single-stream record whose
+        checkpoint is gone (restored records, another clone) is trained again when VLDeformer still has to run."""
+        self.run_image("single_stream", seed)
+        if "vldeformer" not in self.wanted():
+            return
+        vl_configs, vl_extra = self.image_args("vldeformer", seed)
+        if not would_reuse(vl_configs, run_name("vldeformer", seed), seed, self.workdir, vl_extra) \
+                and not (self.ckpt_dir(seed) / "last.ckpt").exists():
+            print(f"[rerun] {run_name('single_stream', seed)}: VLDeformer needs its checkpoint, which is gone", flush=True)
+            self.run_image("single_stream", seed, rerun=True)
+        self.run_image("vldeformer", seed)
 
-def same_split_as_clip(key: str) -> bool:
-    """RSUM depends on the gallery size: only rows scored on the CLIP baseline's test split compare with it."""
-    return IMAGE_ROWS[key][2] == IMAGE_ROWS["clip"][2]
+    def run_video(self, seed: int) -> None:
+        extra = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=20",
+                 "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+                 f"--data.init_args.root={self.workdir / 'video_data'}"] if self.args.fast else []
+        metrics = run_fit([config("video.yaml")], run_name("video", seed), seed, self.workdir, extra,
+                          self.args.rerun, self.threads)[0]
+        with self.lock:
+            self.video[seed] = metrics
 
+    def wanted(self) -> list[str]:
+        return list(self.args.only) if self.args.only else list(IMAGE_ROWS)
 
-def rsum_vs_clip(results: dict[str, dict[int, dict]]) -> dict[str, dict]:
-    """Paired RSUM difference to the CLIP baseline (JSON-ready) for every other row on its test split."""
-    return {k: paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum")).as_dict()
-            for k, runs in results.items() if k != "clip" and same_split_as_clip(k)}
+    def tasks(self) -> list[tuple[str, object]]:
+        """(label, callable) per run to start now; seed-major, so every row gets its first seeds early."""
+        out = []
+        for seed in range(self.seeds):
+            for key in self.wanted():
+                if key in ("single_stream", "vldeformer"):
+                    if key == "single_stream" or "single_stream" not in self.wanted():
+                        out.append((f"cross-encoder seed {seed}", lambda s=seed: self.run_cross_encoder(s)))
+                else:
+                    out.append((run_name(key, seed), lambda k=key, s=seed: self.run_image(k, s)))
+            if not self.args.skip_video:
+                out.append((run_name("video", seed), lambda s=seed: self.run_video(s)))
+        return out
 
+    def load_finished(self) -> None:
+        """Rows not run now are shown with the runs an earlier call finished."""
+        for seed in range(self.seeds):
+            for key in IMAGE_ROWS:
+                if key not in self.wanted() and (done := self.workdir / run_name(key, seed) / "metrics.json").exists():
+                    self.images[key][seed] = json.loads(done.read_text())
+            if self.args.skip_video and (done := self.workdir / run_name("video", seed) / "metrics.json").exists():
+                self.video[seed] = json.loads(done.read_text())
 
-def vs_clip(results: dict[str, dict[int, dict]], key: str) -> list[str]:
-    """Paired Δ RSUM, p and verdict cells of one table (a) row against the CLIP baseline."""
-    if key == "clip":
-        return paired_cells(None, 0)
-    if not same_split_as_clip(key):
-        return ["-", "-", "not compared (other test split)"]
-    runs = results.get(key, {})
-    return paired_cells(paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum")), len(runs))
+    def run(self) -> Path:
+        self.load_finished()
+        tasks = self.tasks()
+        with ThreadPoolExecutor(max_workers=max(1, self.args.jobs)) as pool:
+            futures = {pool.submit(fn): label for label, fn in tasks}
+            for i, future in enumerate(as_completed(futures), 1):
+                future.result()  # a failed run stops the sweep (its stderr is in the message)
+                if i < len(futures):
+                    self.write(partial=f"{i} of {len(futures)} tasks finished")
+        return self.write()
 
-
-def vldeformer_sentence(results: dict[str, dict[int, dict]]) -> list[str]:
-    """VLDeformer against the single-stream model each of its seeds decomposes: the paper's claim, paired by seed."""
-    ss, vl = (by_seed(results[k], "rsum") for k in ("single_stream", "vldeformer"))
-    ss_mean, vl_mean = (sum(v.values()) / len(v) for v in (ss, vl))
-    diff = paired_difference(ss, vl)
-    delta, p, _ = paired_cells(diff, diff.n)
-    return ["", f"VLDeformer vs. the single-stream model it decomposes, same 100-image test subset: mean RSUM "
-            f"{vl_mean:.2f} vs {ss_mean:.2f}, i.e. **{(vl_mean - ss_mean) / 6:+.2f} points of average recall** "
-            f"({100 * (vl_mean - ss_mean) / max(ss_mean, 1e-9):+.1f} % relative). Paper: < 0.6 % drop. "
-            f"Paired by seed ({diff.n} seed(s) both ran): Δ RSUM {delta} (95 % CI), p {p}: {verdict(diff)}."]
-
-
-def table_a(results: dict[str, dict[int, dict]], fast: bool) -> list[str]:
-    paired = paired_headers("CLIP-style baseline")
-    lines = ["| model | seeds | test images × captions | " + " | ".join(k.replace("_", " ").upper() for k in RECALLS)
-             + " | I2I R@1 | T2T R@1 | " + " | ".join(paired) + " | papers report (paper scale) |",
-             "|---|---:|---|" + "---:|" * (len(RECALLS) + 4) + "---|---|"]
-    for key, (title, cfg, split) in IMAGE_ROWS.items():
-        runs = results.get(key, {})
-        if not runs:
-            lines.append(f"| {title} | 0 | not run yet: `make tables` runs `experiments/pretrain/{cfg}` "
-                         + "| - " * (len(RECALLS) + 2 + len(paired)) + f"| {PAPER[key]} |")
-            continue
-        split = "tiny (fast)" if fast else split
-        cells = [mean_ci_cell(runs, k) for k in (*RECALLS, "i2i_r1", "t2t_r1")]
-        first = next(iter(runs.values()))
-        if "i2i_num_queries" in first:  # few scenes repeat: say how many queries I2I had
-            cells[-2] += f" (n={int(first['i2i_num_queries'])})"
-        cells += vs_clip(results, key)
-        lines.append(f"| {title} | {len(runs)} | {split} | " + " | ".join(cells) + f" | {PAPER[key]} |")
-    if results.get("single_stream") and results.get("vldeformer"):
-        lines += vldeformer_sentence(results)
-    return lines
-
-
-def table_b(runs: dict[int, dict]) -> list[str]:
-    keys = ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr")
-    head = "| model | seeds | T2V R@1 | T2V R@5 | T2V R@10 | T2V MedR | V2T R@1 | V2T R@5 | V2T R@10 | V2T MedR | papers report |"
-    return [head, "|---|---:|" + "---:|" * len(keys) + "---|",
-            f"| video.yaml (4 frames, ViT frames + temporal transformer) | {len(runs)} | "
-            + " | ".join(mean_ci_cell(runs, k) for k in keys)
-            + " | COTS: state of the art on MSR-VTT [paper; figure not known here] |"]
-
-
-def embedded(path: Path, missing: str) -> list[str]:
-    """The table lines of an existing results file (from its first table row on)."""
-    if not path.exists():
-        return [f"_Not generated yet: {missing}._"]
-    lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
-    return [f"From `{path.relative_to(ROOT)}` (see that file for its command and machine):", "", *lines[start:]]
-
-
-def plot(path: Path, results: dict[str, dict[int, dict]]) -> None:
-    keys = list(results)
-    plot_rsum(path, [IMAGE_ROWS[k][0].split(" (")[0] + f"\n({IMAGE_ROWS[k][2]})" for k in keys], [results[k] for k in keys],
-              "RSUM on the synthetic test split; the two lower rows use a 100-image subset",
-              baseline=keys.index("clip") if "clip" in keys else None,
-              comparable=[same_split_as_clip(k) for k in keys])
+    # ---------------------------------------------------------------- report
+    def write(self, partial: str | None = None) -> Path:
+        with self.lock:
+            images = {k: dict(sorted(v.items())) for k, v in self.images.items()}
+            video = dict(sorted(self.video.items()))
+            wall = time.time() - self.start
+            run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs.values())
+            command, where = command_line(self.argv, __file__), machine(self.threads) if self.threads else machine()
+            out = Path(self.args.out)
+            lines = [f"# twostream results tables{' — FAST RUN CHECK, NOT RESULTS' if self.args.fast else ''}", "",
+                     *([f"**Partial: the sweep is still running ({partial}).**", ""] if partial else []),
+                     f"Command: `{command}`. Mini-scale: tiny models on the embedded synthetic data, CPU; recalls in "
+                     "percent, mean ± 95 % CI half-width (Student t, n−1 df) over the seeds column (\"n/a\" with one "
+                     "seed). RSUM % of oracle: RSUM over the ceiling of the row's own test split (the oracle rows). "
+                     "Table (a) compares each row on the CLIP baseline's test split with it seed by seed: paired Δ "
+                     "RSUM with its 95 % CI, the paired t-test's two-sided p, and \"distinguishable\" when that CI "
+                     "excludes 0. Papers' figures are at paper scale (their data, models and splits) and only show "
+                     f"what each paper claims. This call: {wall / 60:.1f} min elapsed, {self.args.jobs} run(s) at a "
+                     f"time; the runs' own wall times sum to {run_total / 60:.1f} min (reused runs included).", "",
+                     f"Machine: {machine_line(where)}.", "",
+                     "## (a) Image-text retrieval, mini scale", "", *table_a(images, self.args.fast), "",
+                     "## (b) Text-to-video retrieval, embedded video data", "",
+                     *(table_b(video) if video else ["_not run yet_"]), "",
+                     "## (c) COTS ablation", "", *embedded(ROOT / "experiments/results/cots_ablation.md", "run `make ablate`"), "",
+                     "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`"), "",
+                     "## (e) The papers' claims (experiments/tables/claims.py: verdict rules there)", "", *claims_lines()]
+            md, _ = write_report(out, {"command": command, "machine": where, "fast": self.args.fast, "partial": partial,
+                                       "wall_s": wall, "jobs": self.args.jobs, "run_wall_s_total": run_total,
+                                       "runs": {**images, "video": video}, "rsum_vs_clip": rsum_vs_clip(images)}, lines)
+            if any(images.values()):
+                plot(out.with_suffix(".png"), {k: v for k, v in images.items() if v})
+            return md
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time; each gets cpu_count // jobs torch threads")
     p.add_argument("--workdir", default="runs/tables")
     p.add_argument("--out", default="experiments/results/tables", help="path without suffix: .md .json .png")
     p.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, 1 seed, untrained stand-ins: a run check")
@@ -218,31 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-video", action="store_true", help="run no video seeds now (finished ones are shown)")
     p.add_argument("--rerun", action="store_true")
     args = p.parse_args(argv)
-    seeds, workdir, start = (1 if args.fast else args.seeds), Path(args.workdir), time.time()
-    images = image_runs(seeds, workdir, args.fast, args.rerun, args.only)
-    video = ({s: json.loads(f.read_text()) for s in range(seeds) if (f := workdir / run_name("video", s) / "metrics.json").exists()}
-             if args.skip_video else video_runs(seeds, workdir, args.fast, args.rerun))
-    wall = time.time() - start
-    run_total = sum(r.get("run_wall_s", 0.0) for runs in [*images.values(), video] for r in runs.values())
-    command, where = command_line(argv, __file__), machine()
-    out = Path(args.out)
-    lines = [f"# twostream results tables{' — FAST RUN CHECK, NOT RESULTS' if args.fast else ''}", "",
-             f"Command: `{command}`. Mini-scale: tiny models on the embedded synthetic data, CPU; recalls in percent, "
-             f"mean ± 95 % CI half-width (Student t, n−1 df) over the seeds column (\"n/a\" with one seed). Table (a) "
-             f"compares each row on the CLIP baseline's test split with it seed by seed: paired Δ RSUM with its 95 % CI, "
-             f"the paired t-test's two-sided p, and \"distinguishable\" when that CI excludes 0. Papers' figures are at "
-             f"paper scale (their data, models and splits) and only show what each paper claims. This call: {wall / 60:.1f} min "
-             f"elapsed; the runs' own wall times sum to {run_total / 60:.1f} min (reused runs included).", "",
-             f"Machine: {machine_line(where)}.", "",
-             "## (a) Image-text retrieval, mini scale", "", *table_a(images, args.fast), "",
-             "## (b) Text-to-video retrieval, embedded video data", "", *(table_b(video) if video else ["_skipped_"]), "",
-             "## (c) COTS ablation", "", *embedded(ROOT / "experiments/results/cots_ablation.md", "run `make ablate`"), "",
-             "## (d) Retrieval efficiency", "", *embedded(ROOT / "experiments/results/efficiency.md", "run `make bench`"), "",
-             "## (e) The papers' claims (experiments/tables/claims.py: verdict rules there)", "", *claims_lines()]
-    md, _ = write_report(out, {"command": command, "machine": where, "fast": args.fast, "wall_s": wall,
-                               "image_text": images, "video": video, "rsum_vs_clip": rsum_vs_clip(images)}, lines)
-    if any(images.values()):
-        plot(out.with_suffix(".png"), {k: v for k, v in images.items() if v})
+    unknown = sorted(set(args.only or ()) - set(IMAGE_ROWS))
+    if unknown:
+        p.error(f"--only: unknown row(s) {unknown}; valid: {list(IMAGE_ROWS)}")
+    md = Sweep(args, argv).run()
     print(md.read_text())
 
 
