@@ -46,3 +46,8 @@ def test_fast_tables_run_every_row_and_reuse_finished_runs(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert "[rerun] single_stream_seed0: VLDeformer needs its checkpoint" in third.stdout
     assert third.stdout.count("[run]") == 2 and third.stdout.count("[reuse]") == 5  # + single_stream before its rerun
+    # the report alone, runs asked for but not there: it runs nothing and says which rows are short
+    shutil.rmtree(tmp_path / "runs" / "cots_seed0")
+    only = subprocess.run([*cmd, "--report-only"], capture_output=True, text=True)
+    assert only.returncode == 0 and "[run]" not in only.stdout, only.stderr[-3000:]
+    assert "Incomplete: 1 seed(s) per row asked for; finished so far: cots 0." in (tmp_path / "tables.md").read_text()

@@ -138,6 +138,8 @@ class Sweep:
             self.video[seed] = metrics
 
     def wanted(self) -> list[str]:
+        if self.args.report_only:
+            return []
         return list(self.args.only) if self.args.only else list(IMAGE_ROWS)
 
     def tasks(self) -> list[tuple[str, object]]:
@@ -150,7 +152,7 @@ class Sweep:
                         out.append((f"cross-encoder seed {seed}", lambda s=seed: self.run_cross_encoder(s)))
                 else:
                     out.append((run_name(key, seed), lambda k=key, s=seed: self.run_image(k, s)))
-            if not self.args.skip_video:
+            if not (self.args.skip_video or self.args.report_only):
                 out.append((run_name("video", seed), lambda s=seed: self.run_video(s)))
         return out
 
@@ -160,7 +162,8 @@ class Sweep:
             for key in IMAGE_ROWS:
                 if key not in self.wanted() and (done := self.workdir / run_name(key, seed) / "metrics.json").exists():
                     self.images[key][seed] = json.loads(done.read_text())
-            if self.args.skip_video and (done := self.workdir / run_name("video", seed) / "metrics.json").exists():
+            done = self.workdir / run_name("video", seed) / "metrics.json"
+            if (self.args.skip_video or self.args.report_only) and done.exists():
                 self.video[seed] = json.loads(done.read_text())
 
     def run(self) -> Path:
@@ -175,6 +178,15 @@ class Sweep:
         return self.write()
 
     # ---------------------------------------------------------------- report
+    def incomplete(self, images: dict[str, dict[int, dict]], video: dict[int, dict]) -> list[str]:
+        """A line naming the rows with fewer than ``--seeds`` finished runs (none when every row has them)."""
+        short = [f"{key} {len(runs)}" for key, runs in [*images.items(), ("video", video)] if len(runs) < self.seeds]
+        if not short:
+            return []
+        return [f"**Incomplete: {self.seeds} seed(s) per row asked for; finished so far: {', '.join(short)}.** "
+                "`make tables` continues it (after `experiments/restore_runs.py experiments/results/tables.json "
+                "--workdir runs/tables` on another clone).", ""]
+
     def write(self, partial: str | None = None) -> Path:
         with self.lock:
             images = {k: dict(sorted(v.items())) for k, v in self.images.items()}
@@ -185,6 +197,7 @@ class Sweep:
             out = Path(self.args.out)
             lines = [f"# twostream results tables{' — FAST RUN CHECK, NOT RESULTS' if self.args.fast else ''}", "",
                      *([f"**Partial: the sweep is still running ({partial}).**", ""] if partial else []),
+                     *self.incomplete(images, video),
                      f"Command: `{command}`. Mini-scale: tiny models on the embedded synthetic data, CPU; recalls in "
                      "percent, mean ± 95 % CI half-width (Student t, n−1 df) over the seeds column (\"n/a\" with one "
                      "seed). RSUM % of oracle: RSUM over the ceiling of the row's own test split (the oracle rows). "
@@ -218,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", default=None,
                    help=f"rows of table (a) to run now: {list(IMAGE_ROWS)}; the others show their finished runs")
     p.add_argument("--skip-video", action="store_true", help="run no video seeds now (finished ones are shown)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the report of the finished runs under --workdir (after restore_runs.py, say)")
     p.add_argument("--rerun", action="store_true")
     args = p.parse_args(argv)
     unknown = sorted(set(args.only or ()) - set(IMAGE_ROWS))
