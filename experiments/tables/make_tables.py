@@ -37,7 +37,14 @@ FAST_DATA = ["--data.init_args.num_train=128", "--data.init_args.num_val=32", "-
 
 
 def config(name: str) -> Path:
-    return ROOT / "experiments" / "pretrain" / name
+    """A config file named relative to experiments/ (``pretrain/default.yaml``)."""
+    return ROOT / "experiments" / name
+
+
+def last_heads(files: tuple[str, ...]) -> list[dict]:
+    """The heads list a row ends up with: that of the last of its files that sets one."""
+    found = [h for f in files if (h := (yaml.safe_load(config(f).read_text()).get("model") or {}).get("init_args", {}).get("heads"))]
+    return found[-1]
 
 
 def write_yaml(path: Path, content: dict) -> Path:
@@ -57,12 +64,12 @@ def fast_stand_ins(workdir: Path) -> dict[str, Path]:
     tok.parent.mkdir(parents=True, exist_ok=True)
     VisualTokenizer(downsample=8, hidden=16, codebook_size=64, code_dim=8).save(tok)
     overrides = {}
-    cots_heads = yaml.safe_load(config("cots.yaml").read_text())["model"]["init_args"]["heads"]
+    cots_heads = last_heads(IMAGE_ROWS["cots"][1])
     for head in cots_heads:
         if "tokenizer" in head.get("init_args", {}):
             head["init_args"]["tokenizer"] = str(tok)
     overrides["cots"] = write_yaml(workdir / "stand_ins" / "cots_heads.yaml", {"model": {"init_args": {"heads": cots_heads}}})
-    cookie_heads = yaml.safe_load(config("cookie.yaml").read_text())["model"]["init_args"]["heads"]
+    cookie_heads = last_heads(IMAGE_ROWS["cookie"][1])
     teacher, state = workdir / "stand_ins" / "teacher.ckpt", {}
     for head in cookie_heads:
         args = head.get("init_args", {})
@@ -94,7 +101,7 @@ class Sweep:
 
     # ------------------------------------------------------------------ runs
     def image_args(self, key: str, seed: int) -> tuple[list[Path], list[str]]:
-        configs, extra = [config(IMAGE_ROWS[key][1])], list(self.data)
+        configs, extra = [config(f) for f in IMAGE_ROWS[key][1]], list(self.data)
         if key in self.stand_ins:
             configs.append(self.stand_ins[key])
         ckpt = self.ckpt_dir(seed)
@@ -132,7 +139,7 @@ class Sweep:
         extra = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=20",
                  "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
                  f"--data.init_args.root={self.workdir / 'video_data'}"] if self.args.fast else []
-        metrics = run_fit([config("video.yaml")], run_name("video", seed), seed, self.workdir, extra,
+        metrics = run_fit([config("pretrain/video.yaml")], run_name("video", seed), seed, self.workdir, extra,
                           self.args.rerun, self.threads)[0]
         with self.lock:
             self.video[seed] = metrics
