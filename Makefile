@@ -6,6 +6,8 @@ STAMP    := $(VENV)/.installed
 CONFIG   ?= experiments/pretrain/default.yaml
 TOKENIZER := runs/tokenizer/vqvae.pt
 SEEDS    ?= 5
+# make tables: seeds of the single-stream and VLDeformer rows (each seed costs about 5 CLIP runs)
+CROSS_SEEDS ?= 3
 JOBS     ?= 2
 # COOKIE's frozen teachers: the towers of a default-config run
 TEACHER  := runs/teacher/teacher.ckpt
@@ -31,7 +33,7 @@ help:
 	@echo "make tokenizer                     train the VQ-VAE visual tokenizer (MVM targets) -> $(TOKENIZER)"
 	@echo "make teacher                       train COOKIE's frozen teachers (the default model) -> $(TEACHER)"
 	@echo "make ablate [SEEDS=5] [JOBS=2] [ABLATE_FAST=1]  COTS ablation rows x seeds -> experiments/results/cots_ablation.md"
-	@echo "make tables [SEEDS=5] [JOBS=2] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
+	@echo "make tables [SEEDS=5] [CROSS_SEEDS=3] [JOBS=2] [TABLES_FAST=1]  run/reuse the configs behind every table -> experiments/results/tables.md"
 	@echo "make testbed [SEEDS=5]             the testbed measurements of docs/testbed.md (recipes, default and mini-schedule seeds)"
 	@echo "make test                          CPU, offline test suite"
 	@echo "make test-browser                  the search page in Debian's headless Chromium (installs it; screenshot)"
@@ -131,7 +133,7 @@ bench: $(STAMP)
 TABLES_CONFIGS := $(addprefix experiments/pretrain/,default.yaml cots.yaml cookie.yaml single_stream.yaml video.yaml)
 tables: $(STAMP)
 	$(if $(TABLES_FAST),,$(PREREQ) --build --each $(TABLES_CONFIGS))
-	$(BIN)/python experiments/tables/make_tables.py $(if $(TABLES_FAST),--fast --workdir runs/tables_fast --out experiments/results/tables_fast,--seeds $(SEEDS) --jobs $(JOBS))
+	$(BIN)/python experiments/tables/make_tables.py $(if $(TABLES_FAST),--fast --workdir runs/tables_fast --out experiments/results/tables_fast,--seeds $(SEEDS) --cross-encoder-seeds $(CROSS_SEEDS) --jobs $(JOBS))
 	$(if $(TABLES_FAST),,$(BIN)/python experiments/tables/claims.py)
 
 clean-runs:

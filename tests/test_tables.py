@@ -50,4 +50,4 @@ def test_fast_tables_run_every_row_and_reuse_finished_runs(tmp_path):
     shutil.rmtree(tmp_path / "runs" / "cots_seed0")
     only = subprocess.run([*cmd, "--report-only"], capture_output=True, text=True)
     assert only.returncode == 0 and "[run]" not in only.stdout, only.stderr[-3000:]
-    assert "Incomplete: 1 seed(s) per row asked for; finished so far: cots 0." in (tmp_path / "tables.md").read_text()
+    assert "Incomplete: seeds finished so far, of those asked for: cots 0 of 1." in (tmp_path / "tables.md").read_text()
