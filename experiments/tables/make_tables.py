@@ -224,7 +224,7 @@ class Sweep:
                         "rows (a seed of those costs about five CLIP-baseline runs here)." if self.cross_seeds < self.seeds
                         else ""), "",
                      f"Machine: {machine_line(where)}.", "",
-                     "## (a) Image-text retrieval, mini scale", "", *table_a(images, self.args.fast), "",
+                     "## (a) Image-text retrieval, mini scale", "", *table_a(images, self.args.fast, {k: self.seeds_for(k) for k in IMAGE_ROWS}), "",
                      "## (b) Text-to-video retrieval, embedded video data", "",
                      *(table_b(video) if video else ["_not run yet_"]), "",
                      "## (c) COTS ablation", "", *embedded(ROOT / "experiments/results/cots_ablation.md", "run `make ablate`"), "",

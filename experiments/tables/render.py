@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from runlib import by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum, verdict  # noqa: E402
+from runlib import by_seed, ci_cell, paired_cells, paired_difference, paired_headers, plot_rsum  # noqa: E402
 
 IMAGE_ROWS = {  # key: (title, config files under experiments/, merged in order; test split note)
     "clip": ("CLIP-style baseline (in-batch contrastive)", ("pretrain/default.yaml",), "1,000 × 5,000"),
@@ -55,26 +55,36 @@ def rsum_vs_clip(results: dict[str, dict[int, dict]]) -> dict[str, dict]:
             for k, runs in results.items() if k != "clip" and same_split_as_clip(k)}
 
 
-def vs_clip(results: dict[str, dict[int, dict]], key: str) -> list[str]:
-    """Paired Δ RSUM, p and verdict cells of one table (a) row against the CLIP baseline."""
+def incomplete_verdict(n: int, asked: int | None) -> str | None:
+    """The verdict of a comparison with fewer paired seeds than the sweep asked for: none is drawn yet."""
+    return f"none yet ({n} of {asked} seeds)" if asked is not None and n < asked else None
+
+
+def vs_clip(results: dict[str, dict[int, dict]], key: str, asked: dict[str, int] | None = None) -> list[str]:
+    """Paired Δ RSUM, p and verdict cells of one table (a) row against the CLIP baseline; while either row
+    has fewer seeds than ``asked`` the verdict waits (a CI from 2 seeds is valid, but not the experiment)."""
     if key == "clip":
         return paired_cells(None, 0)
     if not same_split_as_clip(key):
         return ["-", "-", "not compared (other test split)"]
     runs = results.get(key, {})
-    return paired_cells(paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum")), len(runs))
+    diff = paired_difference(by_seed(results.get("clip", {}), "rsum"), by_seed(runs, "rsum"))
+    cells = paired_cells(diff, len(runs))
+    waiting = incomplete_verdict(diff.n, min((asked or {}).get(k, 0) for k in ("clip", key)) or None)
+    return [*cells[:2], waiting or cells[2]]
 
 
-def vldeformer_sentence(results: dict[str, dict[int, dict]]) -> list[str]:
+def vldeformer_sentence(results: dict[str, dict[int, dict]], asked: int | None = None) -> list[str]:
     """VLDeformer against the single-stream model each of its seeds decomposes: the paper's claim, paired by seed."""
     ss, vl = (by_seed(results[k], "rsum") for k in ("single_stream", "vldeformer"))
     ss_mean, vl_mean = (sum(v.values()) / len(v) for v in (ss, vl))
     diff = paired_difference(ss, vl)
-    delta, p, _ = paired_cells(diff, diff.n)
+    delta, p, said = paired_cells(diff, diff.n)
+    said = incomplete_verdict(diff.n, asked) or said
     return ["", f"VLDeformer vs. the single-stream model it decomposes, same 100-image test subset: mean RSUM "
             f"{vl_mean:.2f} vs {ss_mean:.2f}, i.e. **{(vl_mean - ss_mean) / 6:+.2f} points of average recall** "
             f"({100 * (vl_mean - ss_mean) / max(ss_mean, 1e-9):+.1f} % relative). Paper: < 0.6 % drop. "
-            f"Paired by seed ({diff.n} seed(s) both ran): Δ RSUM {delta} (95 % CI), p {p}: {verdict(diff)}. "
+            f"Paired by seed ({diff.n} seed(s) both ran): Δ RSUM {delta} (95 % CI), p {p}: verdict {said}. "
             "The controlled experiment behind the claims table (`vldeformer_controlled.md`) also re-ranks "
             "the whole 1,000-image split and toggles the hard negatives."]
 
@@ -91,7 +101,8 @@ def oracle_row(runs: dict[int, dict], split: str, width: int) -> str | None:
               "a model that breaks ties better than at random can pass it (seen at I2T R@1) |")
 
 
-def table_a(results: dict[str, dict[int, dict]], fast: bool) -> list[str]:
+def table_a(results: dict[str, dict[int, dict]], fast: bool, asked: dict[str, int] | None = None) -> list[str]:
+    """Table (a); ``asked``: seeds the sweep asked for per row (verdicts wait for them)."""
     paired = paired_headers("CLIP-style baseline")
     lines = ["| model | seeds | test images × captions | " + " | ".join(k.replace("_", " ").upper() for k in RECALLS)
              + " | RSUM % of oracle | I2I R@1 | T2T R@1 | " + " | ".join(paired) + " | papers report (paper scale) |",
@@ -112,11 +123,11 @@ def table_a(results: dict[str, dict[int, dict]], fast: bool) -> list[str]:
         first = next(iter(runs.values()))
         if "i2i_num_queries" in first:  # few scenes repeat: say how many queries I2I had
             cells[-2] += f" (n={int(first['i2i_num_queries'])})"
-        cells += vs_clip(results, key)
+        cells += vs_clip(results, key, asked)
         lines.append(f"| {title} | {len(runs)} | {shown} | " + " | ".join(cells) + f" | {PAPER[key]} |")
     lines += ceilings.values()
     if results.get("single_stream") and results.get("vldeformer"):
-        lines += vldeformer_sentence(results)
+        lines += vldeformer_sentence(results, (asked or {}).get("vldeformer"))
     return lines
 
 
