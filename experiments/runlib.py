@@ -36,10 +36,16 @@ def run_name(name: str, seed: int | str) -> str:
     return f"{name}_seed{seed}"
 
 
+def _same_key(saved: dict, key: str) -> bool:
+    """Whether a saved record was made of the run ``key`` describes (records from before keys existed are
+    trusted as before)."""
+    return saved.get("run_key", key) == key
+
+
 def _reusable(metrics_file: Path, name: str, key: str) -> dict | None:
     """The saved record when it was made of the same configs; None (and the old folder set aside) when not."""
     saved = json.loads(metrics_file.read_text())
-    if saved.get("run_key", key) == key:  # records from before keys existed are trusted as before
+    if _same_key(saved, key):
         print(f"[reuse] {name}")
         return saved
     stale = metrics_file.parent.with_name(f"{metrics_file.parent.name}.stale-{int(time.time())}")
@@ -52,10 +58,7 @@ def would_reuse(configs: list[str], name: str, seed: int, workdir: Path, extra: 
     """Whether ``run_fit`` with these arguments would hand back a finished run (without touching it): a
     later stage can then tell whether it still needs what an earlier stage left on disk (a checkpoint)."""
     metrics_file = workdir / name / "metrics.json"
-    if not metrics_file.exists():
-        return False
-    return json.loads(metrics_file.read_text()).get("run_key", run_key(configs, seed, list(extra))) == run_key(
-        configs, seed, list(extra))
+    return metrics_file.exists() and _same_key(json.loads(metrics_file.read_text()), run_key(configs, seed, list(extra)))
 
 
 def run_fit(configs: list[str], name: str, seed: int, workdir: Path, extra: list[str] = (), rerun: bool = False,

@@ -1,12 +1,14 @@
 """``make tables``: run (or reuse) the configs behind each results table and regenerate tables.md.
 
-    python experiments/tables/make_tables.py --seeds 5            # what `make tables` runs
+    python experiments/tables/make_tables.py --seeds 5 --cross-encoder-seeds 3 --jobs 2   # what `make tables` runs
+    python experiments/tables/make_tables.py --seeds 5 --cross-encoder-seeds 3 --report-only  # re-render, run nothing
     python experiments/tables/make_tables.py --fast --workdir /tmp/t --out /tmp/t/tables   # CI-sized check
 
 (a) image-text retrieval at mini scale (the embedded configs `make pretrain` runs), (b) text-to-video
 on the embedded video data, (c) the COTS ablation (from `make ablate`'s results), (d) the efficiency
 table (from `make bench`'s). Each (row, seed) is one ``python -m twostream fit`` subprocess whose
-metrics.json is kept under ``--workdir``; finished runs are reused, so an interrupted call continues.
+metrics.json is kept under ``--workdir``; finished runs are reused, so an interrupted call continues
+(on another clone after ``experiments/restore_runs.py experiments/results/tables.json``).
 VLDeformer's seed k decomposes the single-stream run of seed k. ``--fast`` shrinks data and epochs
 and builds untrained stand-ins for the visual tokenizer and COOKIE's teachers: it checks that every
 row runs end to end, its numbers mean nothing (the output says so). Cells are mean ± 95 % CI; rows
